@@ -1,0 +1,159 @@
+"""Channel rounding and width multipliers: the one place where relative widths become integers.
+
+Reference networks and search spaces describe stages *relatively* (a base channel count, an
+expansion ratio, a width multiplier); :func:`build_spec` resolves them into an :class:`ArchSpec` with
+absolute channels. Nothing downstream (costs, builder, lookup tables, NetAdapt) ever rounds again.
+
+The rounding rule is the TF/torchvision ``make_divisible`` (round to the nearest multiple of the
+divisor, never below it, and never more than 10 % below the exact value). The width rule is the TF
+reference's (ported as timm's ``tf_mobilenetv3_*``), which reproduces the MobileNetV3 paper's
+Table 9: every block's input/output width is scaled, the expansion width is
+``make_divisible(scaled_input × expansion_ratio)``, the stem stays at its base width below 0.75, and
+the post-pool hidden layer is never shrunk (``finegrain_classification_mode``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from search_spaces.spec import (
+    Activation,
+    ArchSpec,
+    Block,
+    BlockKind,
+    Head,
+    SEConfig,
+    Stem,
+)
+
+DIVISOR = 8
+
+
+def make_divisible(value: float, divisor: int = DIVISOR, min_value: int | None = None) -> int:
+    """Round ``value`` to a multiple of ``divisor`` (TF/torchvision rule).
+
+    Args:
+        value: the exact channel count, e.g. ``base × width``.
+        divisor: the multiple to round to (8 in the reference implementations).
+        min_value: lower bound; defaults to ``divisor``.
+
+    Returns:
+        The rounded channel count, never below ``min_value`` and never more than 10 % below ``value``.
+    """
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+def se_channels(spec_se: SEConfig, in_channels: int, expand_channels: int) -> int:
+    """Squeeze width of an SE layer under the network's SE rule."""
+    base = expand_channels if spec_se.base.value == "expand" else in_channels
+    return make_divisible(base * spec_se.ratio, spec_se.divisor, min_value=1 if spec_se.divisor == 1 else None)
+
+
+@dataclass(frozen=True)
+class StageRecipe:
+    """``repeats`` identical layers, the first with ``stride``; widths are relative (pre-multiplier).
+
+    ``expand_ratio`` multiplies the (scaled) input width of each layer; ``out_channels`` is the
+    unscaled output width. ``residual`` None means "whenever shapes allow" (stride 1, in == out).
+    """
+
+    kind: BlockKind
+    repeats: int
+    kernel_size: int
+    stride: int
+    expand_ratio: float
+    out_channels: int
+    se: bool = False
+    activation: Activation = Activation.RELU
+    residual: bool | None = None
+
+
+@dataclass(frozen=True)
+class NetRecipe:
+    """A network before width rounding. See :func:`build_spec`."""
+
+    stem_channels: int
+    stem_activation: Activation
+    stages: Sequence[StageRecipe]
+    head_conv_channels: int  # scaled with the width (0 = none)
+    head_hidden_channels: int  # kept at its base value for widths ≤ 1 (0 = none)
+    head_activation: Activation
+    dropout: float = 0.2
+    se: SEConfig = SEConfig()
+    fix_stem_below: float = 0.75  # stem keeps its base width when width < this
+    head_conv_min_width: float = 0.0  # head conv is never scaled below this width (MobileNetV2: 1.0)
+
+
+def build_spec(
+    recipe: NetRecipe,
+    width: float = 1.0,
+    *,
+    name: str = "",
+    resolution: int = 224,
+    in_channels: int = 3,
+    num_classes: int = 1000,
+) -> ArchSpec:
+    """Resolve a recipe at a width multiplier into an :class:`ArchSpec` with absolute channels."""
+    if not 0.0 < width <= 8.0:
+        raise ValueError(f"width multiplier must be in (0, 8], got {width}")
+    stem_out = (
+        recipe.stem_channels
+        if width < recipe.fix_stem_below
+        else make_divisible(recipe.stem_channels * width)
+    )
+    blocks: list[Block] = []
+    prev = stem_out
+    for stage in recipe.stages:
+        out = make_divisible(stage.out_channels * width)
+        for r in range(stage.repeats):
+            stride = stage.stride if r == 0 else 1
+            if stage.kind is BlockKind.DSCONV:
+                expand = prev
+            elif stage.kind is BlockKind.CONV:
+                expand = out
+            else:
+                expand = make_divisible(prev * stage.expand_ratio)
+            can_skip = stride == 1 and prev == out
+            residual = can_skip if stage.residual is None else (stage.residual and can_skip)
+            blocks.append(
+                Block(
+                    kind=stage.kind,
+                    in_channels=prev,
+                    expand_channels=expand,
+                    out_channels=out,
+                    kernel_size=stage.kernel_size,
+                    stride=stride,
+                    se=stage.se,
+                    activation=stage.activation,
+                    residual=residual,
+                )
+            )
+            prev = out
+    head_conv = (
+        make_divisible(recipe.head_conv_channels * max(width, recipe.head_conv_min_width))
+        if recipe.head_conv_channels
+        else 0
+    )
+    hidden = recipe.head_hidden_channels
+    if hidden and width > 1.0:
+        hidden = make_divisible(hidden * width)
+    return ArchSpec(
+        stem=Stem(out_channels=stem_out, kernel_size=3, stride=2, activation=recipe.stem_activation),
+        blocks=tuple(blocks),
+        head=Head(
+            conv_channels=head_conv,
+            hidden_channels=hidden,
+            activation=recipe.head_activation,
+            dropout=recipe.dropout,
+        ),
+        resolution=resolution,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        se=recipe.se,
+        name=name,
+    )
