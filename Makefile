@@ -1,0 +1,23 @@
+# The README's two commands: `make demo` (install everything and run the main job) and `make test`.
+VENV ?= .venv
+export RAY_USAGE_STATS_ENABLED ?= 0
+export RAY_AUTH_MODE ?= disabled
+
+.PHONY: demo test test-all setup data
+
+setup:
+	@bash scripts/setup.sh
+
+data:
+	@bash scripts/get-data.sh
+
+demo: setup data
+	$(VENV)/bin/nas arch show mobilenetv3_large
+
+# Exit status 5 (no tests collected) must fail, never pass silently.
+test: setup data
+	@$(VENV)/bin/python -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
+
+test-all: setup data
+	$(VENV)/bin/python -m pytest -q -m "slow or not slow"

@@ -1,0 +1,168 @@
+"""The ``nas`` command: a thin layer that parses arguments and calls one library function each.
+
+Errors caused by the user's input (a bad spec, a missing dataset, an impossible target, ...) print one
+line ``nas: error: ...`` and exit with status 2; ``--debug`` (or ``HWNAS_DEBUG=1``) shows the
+traceback instead. People get tables; ``--json`` gives machines the same facts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Callable, Sequence
+
+from search_spaces import count, references, resolve_arch, walk
+from search_spaces.table import arch_rows, format_table
+
+# Each sub-command module registers itself here: name -> (add_arguments(subparsers)).
+COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+def _print_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# nas arch ...
+# ---------------------------------------------------------------------------------------------
+
+
+def arch_summary(spec) -> dict:
+    c = count(spec)
+    return {
+        "name": spec.name,
+        "arch_id": spec.arch_id,
+        "resolution": spec.resolution,
+        "params": c.params,
+        "madds": c.madds,
+        "layers": arch_rows(spec),
+        "spec": spec.to_dict(),
+    }
+
+
+def cmd_arch_list(args) -> int:
+    rows = []
+    for name in references.names():
+        spec = references.get(name)
+        c = count(spec)
+        rows.append({"name": name, "arch_id": spec.arch_id, "blocks": len(spec.blocks), "params": c.params,
+                     "madds": c.madds})
+    if args.json:
+        _print_json(rows)
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    print(f"{'name'.ljust(width)}  blocks      params     MAdds  arch_id")
+    for r in rows:
+        print(f"{r['name'].ljust(width)}  {r['blocks']:>6}  {r['params']:>10,}  {r['madds'] / 1e6:>7.1f}M  {r['arch_id']}")
+    return 0
+
+
+def _spec_from_args(args):
+    spec = resolve_arch(args.arch)
+    changes = {}
+    if getattr(args, "resolution", None):
+        changes["resolution"] = args.resolution
+    if getattr(args, "num_classes", None):
+        changes["num_classes"] = args.num_classes
+    return spec.replace(**changes) if changes else spec
+
+
+def cmd_arch_show(args) -> int:
+    spec = _spec_from_args(args)
+    if args.json:
+        _print_json(arch_summary(spec))
+        return 0
+    title = spec.name or args.arch
+    print(f"{title}  (id {spec.arch_id}, {spec.resolution}²×{spec.in_channels} input, {spec.num_classes} classes)")
+    print(format_table(spec))
+    return 0
+
+
+def cmd_arch_export(args) -> int:
+    from search_spaces.export import export_onnx
+
+    spec = _spec_from_args(args)
+    data = export_onnx(spec, args.onnx)
+    info = {"onnx": str(args.onnx), "bytes": len(data), "arch_id": spec.arch_id, "resolution": spec.resolution,
+            "layers": len(walk(spec))}
+    if args.json:
+        _print_json(info)
+    else:
+        print(f"wrote {args.onnx} ({len(data) / 1e6:.1f} MB, {spec.resolution}² input, id {spec.arch_id})")
+    return 0
+
+
+def _add_arch_commands(sub: argparse._SubParsersAction) -> None:
+    arch = sub.add_parser("arch", help="inspect and export architectures")
+    asub = arch.add_subparsers(dest="arch_command", required=True, metavar="{list,show,export}")
+
+    p = asub.add_parser("list", help="registered reference architectures")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_arch_list)
+
+    for name, func, helptext in (("show", cmd_arch_show, "the paper-style layer table of an architecture"),
+                                 ("export", cmd_arch_export, "export an architecture to ONNX")):
+        p = asub.add_parser(name, help=helptext)
+        p.add_argument("arch", metavar="NAME|FILE.json", help="a registered name (see `nas arch list`) or a spec file")
+        p.add_argument("--resolution", type=_positive_int, help="input resolution (default: the spec's)")
+        p.add_argument("--num-classes", type=_positive_int, help="number of classes (default: the spec's)")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "export":
+            p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="where to write the ONNX file")
+        p.set_defaults(func=func)
+
+
+COMMAND_GROUPS.append(_add_arch_commands)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nas",
+        description="Hardware-aware neural architecture search (MnasNet-style search, as MobileNetV3 was found).",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMAND_GROUPS:
+        add(sub)
+    return parser
+
+
+def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """Parse, dispatch, and turn any error into one line on stderr (status 2) unless --debug."""
+    args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get("HWNAS_DEBUG") == "1"
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # noqa: BLE001 - the CLI boundary: one line, never a traceback dump
+        if debug:
+            raise
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        kind = "" if isinstance(e, (ValueError, OSError, LookupError)) else f"{type(e).__name__}: "
+        print(f"{parser.prog}: error: {kind}{message}", file=sys.stderr)
+        return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
