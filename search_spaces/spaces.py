@@ -1,0 +1,303 @@
+"""Search spaces: decode a vector of named decisions into an :class:`ArchSpec`.
+
+The MnasNet factorized hierarchical space ([MNAS] §4.1, Fig. 4): the network is a stem, then 7
+blocks, each repeating one searched layer N_i times (only the first layer strides), then a head.
+Per block the search picks
+
+* ConvOp: regular conv, depthwise-separable conv, MBConv with expansion 3 or 6;
+* kernel size 3 or 5; squeeze-and-excite ratio 0 or 0.25; skip: identity residual or none;
+* output filters 0.75 / 1.0 / 1.25 × the baseline width of the block;
+* layers −1 / 0 / +1 relative to the baseline repeats (a stride-2 block keeps at least one layer;
+  a stride-1 block may disappear, as MnasNet-A1's 320-filter block does in MobileNetV3-Large).
+
+The baseline widths and repeats are MnasNet-A1's (16, 24, 40, 80, 112, 160, 320 × 1, 2, 3, 4, 2, 3, 1),
+so A1 is the centre of the space and is encoded exactly. (The paper states the filter choice relative
+to MobileNetV2's widths; A1's 40/80/112 are not reachable from V2's 32/64/96 with those ratios, so we
+centre the space on the architecture the search actually produced.) The MobileNetV3 variant adds an
+activation choice {relu, hswish} per block, SE on the expansion (¼, hard-sigmoid), the 16-filter
+h-swish stem and the efficient last stage. A base width multiplier scales every baseline width for
+searches of small models. Paper: Tan et al., "MnasNet", CVPR 2019, https://arxiv.org/abs/1807.11626
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from search_spaces.scaling import make_divisible
+from search_spaces.spec import (
+    Activation,
+    ArchSpec,
+    Block,
+    BlockKind,
+    Gate,
+    Head,
+    SEBase,
+    SEConfig,
+    SpecError,
+    Stem,
+)
+
+CONV_OPS = ("conv", "dsconv", "mbconv3", "mbconv6")
+KERNELS = (3, 5)
+SE_RATIOS = (0.0, 0.25)
+SKIPS = ("identity", "none")
+FILTER_RATIOS = (0.75, 1.0, 1.25)
+LAYER_DELTAS = (-1, 0, 1)
+ACTIVATIONS = ("relu", "hswish")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One categorical decision: a name like ``b3.kernel`` and its allowed values, in order."""
+
+    name: str
+    choices: tuple
+
+
+@dataclass(frozen=True)
+class BlockBaseline:
+    out_channels: int
+    repeats: int
+    stride: int
+
+
+# MnasNet-A1's blocks after the stem (Fig. 7).
+A1_BASELINE = (
+    BlockBaseline(16, 1, 1),
+    BlockBaseline(24, 2, 2),
+    BlockBaseline(40, 3, 2),
+    BlockBaseline(80, 4, 2),
+    BlockBaseline(112, 2, 1),
+    BlockBaseline(160, 3, 2),
+    BlockBaseline(320, 1, 1),
+)
+
+
+class FactorizedSpace:
+    """An MnasNet-style factorized hierarchical space (see the module docstring).
+
+    Args:
+        name: registry name.
+        baseline: per-block baseline width, repeats and stride.
+        variant: ``"mnasnet"`` (ReLU, 32-filter stem, SE of the input with a sigmoid, classic
+            1×1-conv-1280-then-pool head) or ``"mobilenetv3"`` (activation searched, 16-filter
+            h-swish stem, SE of the expansion with a hard sigmoid, efficient last stage 960/1280).
+        base_width: multiplier on every baseline width (e.g. 0.5 for small models).
+        resolution, in_channels, num_classes: input and output of the decoded networks.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        baseline: Sequence[BlockBaseline] = A1_BASELINE,
+        variant: str = "mnasnet",
+        base_width: float = 1.0,
+        resolution: int = 224,
+        in_channels: int = 3,
+        num_classes: int = 1000,
+    ):
+        if variant not in ("mnasnet", "mobilenetv3"):
+            raise ValueError(f"variant must be 'mnasnet' or 'mobilenetv3', got {variant!r}")
+        if not 0.1 <= base_width <= 4.0:
+            raise ValueError(f"base_width must be in [0.1, 4], got {base_width}")
+        self.name = name
+        self.baseline = tuple(baseline)
+        self.variant = variant
+        self.base_width = base_width
+        self.resolution = resolution
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        per_block = [
+            ("op", CONV_OPS),
+            ("kernel", KERNELS),
+            ("se", SE_RATIOS),
+            ("skip", SKIPS),
+            ("filters", FILTER_RATIOS),
+            ("layers", LAYER_DELTAS),
+        ]
+        if variant == "mobilenetv3":
+            per_block.append(("act", ACTIVATIONS))
+        self._per_block = tuple(per_block)
+        self._decisions = tuple(
+            Decision(f"b{i}.{field}", choices) for i in range(len(self.baseline)) for field, choices in per_block
+        )
+
+    # -- the interface ----------------------------------------------------------------------
+    def decisions(self) -> tuple[Decision, ...]:
+        """All decisions in a fixed order (the RL controller emits one token per decision)."""
+        return self._decisions
+
+    @property
+    def size(self) -> int:
+        """Number of decision vectors (architectures, counting duplicates of removed blocks)."""
+        return math.prod(len(d.choices) for d in self._decisions)
+
+    def with_io(self, *, resolution: int | None = None, in_channels: int | None = None,
+                num_classes: int | None = None) -> "FactorizedSpace":
+        """The same space for another input/output (e.g. a dataset's channels and classes)."""
+        return FactorizedSpace(
+            self.name, self.baseline, self.variant, self.base_width,
+            resolution or self.resolution, in_channels or self.in_channels, num_classes or self.num_classes,
+        )
+
+    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
+        """A uniformly random decision vector."""
+        return {d.name: d.choices[int(rng.integers(len(d.choices)))] for d in self._decisions}
+
+    def decode(self, params: Mapping[str, Any]) -> ArchSpec:
+        """Turn a full decision vector into a spec. Unknown or missing decisions raise SpecError."""
+        self._check(params)
+        v3 = self.variant == "mobilenetv3"
+        stem_out = make_divisible((16 if v3 else 32) * self.base_width)
+        stem = Stem(out_channels=stem_out, kernel_size=3, stride=2,
+                    activation=Activation.HSWISH if v3 else Activation.RELU)
+        blocks: list[Block] = []
+        prev = stem_out
+        for i, base in enumerate(self.baseline):
+            p = lambda field: params[f"b{i}.{field}"]  # noqa: E731
+            blocks_here = self._stage_blocks(
+                prev, base, p("op"), p("kernel"), p("se"), p("skip"), p("filters"), p("layers"),
+                p("act") if v3 else "relu",
+            )
+            blocks.extend(blocks_here)
+            if blocks_here:
+                prev = blocks_here[-1].out_channels
+        if not blocks:
+            raise SpecError("", "decoded architecture has no blocks")
+        if v3:
+            head = Head(conv_channels=make_divisible(960 * self.base_width), hidden_channels=1280,
+                        activation=Activation.HSWISH, dropout=0.2)
+            se = SEConfig(ratio=0.25, base=SEBase.EXPAND, divisor=8, gate=Gate.HSIGMOID)
+        else:
+            head = Head(conv_channels=1280, hidden_channels=0, activation=Activation.RELU, dropout=0.2)
+            se = SEConfig(ratio=0.25, base=SEBase.INPUT, divisor=1, gate=Gate.SIGMOID)
+        return ArchSpec(stem=stem, blocks=tuple(blocks), head=head, resolution=self.resolution,
+                        in_channels=self.in_channels, num_classes=self.num_classes, se=se, name="")
+
+    def encode(self, spec: ArchSpec) -> dict[str, Any]:
+        """The decision vector that decodes to exactly ``spec`` (name aside); SpecError if none does."""
+        fields = [f for f, _ in self._per_block]
+        choice_lists = [c for _, c in self._per_block]
+        target = spec.blocks
+        stem_out = self.decode(self._first_vector()).stem.out_channels
+
+        memo: dict[tuple[int, int, int], list[dict] | None] = {}
+
+        def search(i: int, pos: int, prev: int) -> list[dict] | None:
+            if i == len(self.baseline):
+                return [] if pos == len(target) else None
+            if (i, pos, prev) in memo:
+                return memo[(i, pos, prev)]
+            memo[(i, pos, prev)] = None
+            for combo in itertools.product(*choice_lists):
+                values = dict(zip(fields, combo))
+                blocks = self._stage_blocks(prev, self.baseline[i], values["op"], values["kernel"], values["se"],
+                                            values["skip"], values["filters"], values["layers"],
+                                            values.get("act", "relu"))
+                if tuple(target[pos:pos + len(blocks)]) != tuple(blocks):
+                    continue
+                rest = search(i + 1, pos + len(blocks), blocks[-1].out_channels if blocks else prev)
+                if rest is not None:
+                    memo[(i, pos, prev)] = [values] + rest
+                    break
+            return memo[(i, pos, prev)]
+
+        found = search(0, 0, stem_out)
+        if found is None:
+            raise SpecError("blocks", f"architecture {spec.name or spec.arch_id} is not in search space {self.name}")
+        params = {f"b{i}.{k}": v for i, values in enumerate(found) for k, v in values.items()}
+        decoded = self.decode(params)
+        if decoded.replace(name=spec.name) != spec:
+            raise SpecError("", f"architecture {spec.name or spec.arch_id} differs from space {self.name} "
+                                "outside the searched blocks (stem, head, SE rule or input/output)")
+        return params
+
+    def seeds(self) -> dict[str, dict[str, Any]]:
+        """Known architectures of this space, as decision vectors (enqueued first by a search)."""
+        return dict(self._seeds)
+
+    # -- internals --------------------------------------------------------------------------
+    def _first_vector(self) -> dict[str, Any]:
+        return {d.name: d.choices[0] for d in self._decisions}
+
+    def _check(self, params: Mapping[str, Any]) -> None:
+        names = {d.name for d in self._decisions}
+        unknown = sorted(set(params) - names)
+        if unknown:
+            raise SpecError(unknown[0], f"unknown decision for space {self.name}")
+        for d in self._decisions:
+            if d.name not in params:
+                raise SpecError(d.name, "missing decision")
+            if params[d.name] not in d.choices or isinstance(params[d.name], bool):
+                raise SpecError(d.name, f"must be one of {', '.join(map(str, d.choices))}, got {params[d.name]!r}")
+
+    def _stage_blocks(self, prev, base, op, kernel, se, skip, filters, layers, act) -> list[Block]:
+        out = make_divisible(base.out_channels * filters * self.base_width)
+        repeats = max(1 if base.stride > 1 else 0, base.repeats + layers)
+        blocks = []
+        for r in range(repeats):
+            stride = base.stride if r == 0 else 1
+            if op == "conv":
+                kind, expand = BlockKind.CONV, out
+            elif op == "dsconv":
+                kind, expand = BlockKind.DSCONV, prev
+            else:
+                kind, expand = BlockKind.MBCONV, make_divisible(prev * (3 if op == "mbconv3" else 6))
+            blocks.append(Block(
+                kind=kind, in_channels=prev, expand_channels=expand, out_channels=out, kernel_size=kernel,
+                stride=stride, se=se > 0, activation=Activation(act),
+                residual=skip == "identity" and stride == 1 and prev == out,
+            ))
+            prev = out
+        return blocks
+
+    @property
+    def _seeds(self) -> dict[str, dict[str, Any]]:
+        def vector(rows):
+            fields = [f for f, _ in self._per_block]
+            return {f"b{i}.{f}": v for i, row in enumerate(rows) for f, v in zip(fields, row)}
+
+        if self.variant == "mnasnet":
+            # MnasNet-A1 (Fig. 7): op, kernel, se, skip, filters, layers.
+            return {"mnasnet_a1": vector([
+                ("dsconv", 3, 0.0, "none", 1.0, 0),
+                ("mbconv6", 3, 0.0, "identity", 1.0, 0),
+                ("mbconv3", 5, 0.25, "identity", 1.0, 0),
+                ("mbconv6", 3, 0.0, "identity", 1.0, 0),
+                ("mbconv6", 3, 0.25, "identity", 1.0, 0),
+                ("mbconv6", 5, 0.25, "identity", 1.0, 0),
+                ("mbconv6", 3, 0.0, "identity", 1.0, 0),
+            ])}
+        # The MobileNetV3-Large-like point: A1's layout with V3's activations and no 320 block;
+        # NetAdapt's expansion cuts then lead to V3-Large's 4/3 and 2.5/2.3 ratios.
+        large_like = vector([
+            ("dsconv", 3, 0.0, "identity", 1.0, 0, "relu"),
+            ("mbconv3", 3, 0.0, "identity", 1.0, 0, "relu"),
+            ("mbconv3", 5, 0.25, "identity", 1.0, 0, "relu"),
+            ("mbconv6", 3, 0.0, "identity", 1.0, 0, "hswish"),
+            ("mbconv6", 3, 0.25, "identity", 1.0, 0, "hswish"),
+            ("mbconv6", 5, 0.25, "identity", 1.0, 0, "hswish"),
+            ("mbconv6", 3, 0.0, "identity", 1.0, -1, "hswish"),
+        ][: len(self.baseline)])
+        return {"mobilenetv3_large_like": large_like} if len(self.baseline) == 7 else {}
+
+
+def get_space(name: str, **io) -> FactorizedSpace:
+    """A registered space by name; ``io`` may set resolution, in_channels, num_classes."""
+    factories = {
+        "mnasnet": lambda: FactorizedSpace("mnasnet", variant="mnasnet"),
+        "mobilenetv3": lambda: FactorizedSpace("mobilenetv3", variant="mobilenetv3"),
+        "mobilenetv3_small": lambda: FactorizedSpace("mobilenetv3_small", variant="mobilenetv3", base_width=0.5),
+    }
+    if name not in factories:
+        raise SpecError("", f"unknown search space {name!r}; known: {', '.join(factories)}")
+    space = factories[name]()
+    return space.with_io(**io) if io else space
+
+
+SPACE_NAMES = ("mnasnet", "mobilenetv3", "mobilenetv3_small")
