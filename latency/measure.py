@@ -1,0 +1,1040 @@
+"""Latency measurement of ONNX models with ONNX Runtime on the CPU.
+
+Implements the protocol of ``/work/shared/reference/infra.md`` §1.6, which the MnasNet
+(https://arxiv.org/abs/1807.11626) and NetAdapt (https://arxiv.org/abs/1804.03230) reproductions
+build on:
+
+* explicit session options (threads, ``ORT_SEQUENTIAL``, optimization level, CPU provider);
+* warm-up of at least ``warmup_runs`` runs *and* ``warmup_min_s`` seconds;
+* every ``run()`` timed on its own with ``perf_counter_ns``; all samples kept;
+* the **median** is the primary number, with p10, p90, CV, an outlier share and a
+  distribution-free confidence interval for the median;
+* sequential stopping: stop as soon as the CI of the median is tight enough, or at
+  ``max_runs`` / ``time_cap_s``;
+* a quality flag when p90/median > 1.5: two processes sharing one core leave the median alone
+  but triple the p90 (infra.md §3.3).
+
+Statistics (all in pure functions, unit-tested on synthetic samples):
+
+* **CI of the median**: the exact distribution-free order-statistic interval
+  ``[x_(l), x_(n-l+1)]`` with ``l`` the largest rank such that ``P(B <= l-1) <= alpha/2`` for
+  ``B ~ Binomial(n, 1/2)``. Coverage is at least ``confidence`` for any continuous i.i.d.
+  distribution (below 6 samples no such ``l`` exists at 95 %; then ``[min, max]`` is returned
+  with its smaller exact coverage in ``ci_confidence``).
+* **Outliers**: the share of samples above ``median + max(3 * 1.4826 * MAD, 0.05 * median)``:
+  three robust standard deviations, one-sided because timing noise only ever adds time, and at
+  least 5 % above the median, because on a quiet core the main mode is so tight (MAD ~ 1 %)
+  that the ordinary shoulder of the distribution would otherwise count as outliers.
+* **Paired ratio CI** (:func:`measure_pair`): percentile bootstrap over *paired bursts* (a burst
+  of A and the adjacent burst of B are resampled together, which keeps the common drift of the
+  host inside each pair so that it cancels in the ratio), seeded, ``bootstrap_reps`` replicates.
+
+What the CI means: it is the sampling precision of the median *within this measurement window*,
+assuming the samples in the window are exchangeable. On a shared host the latency drifts over
+seconds to minutes (infra.md §1.5: 3-5 % CV between windows whatever N is), which no
+within-window CI can see. Use :func:`measure_pair` against a reference network when 1 %
+differences matter; ``experiments/bench_measure.py`` compares the reported CIs with the
+observed spread across repeated measurements.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import gc
+import hashlib
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnxruntime as ort
+
+from latency.device import DeviceFingerprint, _checked_fields, device_fingerprint, device_lock
+
+__all__ = [
+    "CONTENTION_P90_OVER_MEDIAN",
+    "LatencyError",
+    "MeasureConfig",
+    "Measurement",
+    "PairedMeasurement",
+    "SampleStats",
+    "measure_onnx",
+    "measure_pair",
+    "median_ci_ranks",
+    "paired_ratio_ci",
+    "summarize",
+]
+
+#: p90/median above this marks a measurement as taken on a contended core (infra.md §1.6).
+CONTENTION_P90_OVER_MEDIAN = 1.5
+
+#: Robust-sigma factor for the MAD of a normal distribution.
+_MAD_TO_SIGMA = 1.4826
+
+_GRAPH_OPT_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+_PRECISIONS = ("fp32", "int8")
+_BACKENDS = ("ort-cpu",)
+_PROVIDER = "CPUExecutionProvider"
+
+#: Operator types whose presence marks a model as quantized (QDQ or QOperator format).
+_QUANT_OPS = frozenset(
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        "QLinearConv",
+        "QLinearMatMul",
+        "QLinearAdd",
+        "QLinearMul",
+        "QLinearGlobalAveragePool",
+        "QLinearSigmoid",
+        "QLinearLeakyRelu",
+        "QLinearConcat",
+        "QLinearAveragePool",
+        "QGemm",
+        "ConvInteger",
+        "MatMulInteger",
+    }
+)
+
+_FLOAT_INPUT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+}
+
+_SCHEMA_VERSION = 1
+
+
+class LatencyError(ValueError):
+    """A model cannot be measured (missing, corrupt, unsupported inputs, wrong precision)."""
+
+
+def _one_line(error: BaseException | str, limit: int = 300) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class MeasureConfig:
+    """How to measure. Frozen, JSON round-trippable, validated on construction.
+
+    Attributes:
+        backend: Only ``"ort-cpu"`` (ONNX Runtime, CPU execution provider).
+        intra_op_threads: ORT intra-op threads; 1 (the default) means no thread pool at all.
+        inter_op_threads: ORT inter-op threads (sequential execution uses none beyond 1).
+        graph_optimization: ``"disable"``, ``"basic"``, ``"extended"`` or ``"all"``. Must match
+            deployment: ``"basic"`` is 3.3x slower than ``"all"`` on AVX-512 (no NCHWc).
+        allow_spinning: ORT ``session.intra_op.allow_spinning``; no effect at one thread, and
+            turning it off made 2-thread latency 60 % worse here (infra.md §1.4).
+        warmup_runs: Minimum untimed runs before timing (>= 10).
+        warmup_min_s: Minimum warm-up duration in seconds (the longer of the two wins).
+        min_runs: Timed runs before the stopping rule is first checked.
+        max_runs: Hard limit on timed runs.
+        target_rel_ci: Stop when the CI half-width of the median, relative to the median, is at
+            most this (0.01 = 1 %). For :func:`measure_pair` it applies to the ratio.
+        confidence: Confidence level of the CIs.
+        time_cap_s: Limit in seconds on the timed phase (warm-up and session creation are not
+            included). It wins over ``min_runs``/``min_pairs``.
+        precision: ``"fp32"`` or ``"int8"``; checked against the model's operators.
+        pin_cpu: Core index to pin the measuring thread to (``os.sched_setaffinity``), restored
+            afterwards; ``None`` leaves affinity alone. Only with ``intra_op_threads == 1``.
+        seed: Seed of the random input and of the bootstrap.
+        lock: Take :func:`latency.device.device_lock` around warm-up and timing.
+        lock_timeout_s: Give up waiting for the lock after this many seconds (``None``: never).
+        keep_samples: Store every timed sample (ns) in the result.
+        burst_runs: :func:`measure_pair` only: timed runs per burst.
+        burst_warmup_runs: :func:`measure_pair` only: untimed runs at the start of each burst,
+            so that the cache state left by the other model is not timed.
+        min_pairs: :func:`measure_pair` only: pairs of bursts before the first stopping check.
+        max_pairs: :func:`measure_pair` only: hard limit on pairs of bursts.
+        bootstrap_reps: :func:`measure_pair` only: bootstrap replicates for the ratio CI.
+    """
+
+    backend: str = "ort-cpu"
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+    graph_optimization: str = "all"
+    allow_spinning: bool = True
+    warmup_runs: int = 10
+    warmup_min_s: float = 0.2
+    min_runs: int = 30
+    max_runs: int = 2000
+    target_rel_ci: float = 0.01
+    confidence: float = 0.95
+    time_cap_s: float = 5.0
+    precision: str = "fp32"
+    pin_cpu: int | None = None
+    seed: int = 0
+    lock: bool = True
+    lock_timeout_s: float | None = 600.0
+    keep_samples: bool = True
+    burst_runs: int = 3
+    burst_warmup_runs: int = 1
+    min_pairs: int = 25
+    max_pairs: int = 1000
+    bootstrap_reps: int = 500
+
+    def __post_init__(self) -> None:
+        def fail(field: str, allowed: str) -> None:
+            raise ValueError(
+                f"MeasureConfig.{field}={getattr(self, field)!r} is invalid; allowed: {allowed}"
+            )
+
+        if self.backend not in _BACKENDS:
+            fail("backend", ", ".join(_BACKENDS))
+        if self.graph_optimization not in _GRAPH_OPT_LEVELS:
+            fail("graph_optimization", ", ".join(_GRAPH_OPT_LEVELS))
+        if self.precision not in _PRECISIONS:
+            fail("precision", ", ".join(_PRECISIONS))
+        for name in ("intra_op_threads", "inter_op_threads"):
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
+                fail(name, "an integer >= 1 (set threads explicitly; 0 lets ORT choose)")
+        if not _is_int(self.warmup_runs) or self.warmup_runs < 10:
+            fail("warmup_runs", "an integer >= 10 (steady state arrives after 3-4 runs)")
+        if not _is_int(self.min_runs) or self.min_runs < 1:
+            fail("min_runs", "an integer >= 1")
+        if not _is_int(self.max_runs) or self.max_runs < self.min_runs:
+            fail("max_runs", f"an integer >= min_runs ({self.min_runs})")
+        if not _is_int(self.min_pairs) or self.min_pairs < 2:
+            fail("min_pairs", "an integer >= 2")
+        if not _is_int(self.max_pairs) or self.max_pairs < self.min_pairs:
+            fail("max_pairs", f"an integer >= min_pairs ({self.min_pairs})")
+        if not _is_int(self.burst_runs) or self.burst_runs < 1:
+            fail("burst_runs", "an integer >= 1")
+        if not _is_int(self.burst_warmup_runs) or self.burst_warmup_runs < 0:
+            fail("burst_warmup_runs", "an integer >= 0")
+        if not _is_int(self.bootstrap_reps) or self.bootstrap_reps < 100:
+            fail("bootstrap_reps", "an integer >= 100")
+        if not 0.0 < self.target_rel_ci < 1.0:
+            fail("target_rel_ci", "a fraction in (0, 1), e.g. 0.01 for 1 %")
+        if not 0.5 <= self.confidence < 1.0:
+            fail("confidence", "a probability in [0.5, 1), e.g. 0.95")
+        if not self.time_cap_s > 0:
+            fail("time_cap_s", "seconds > 0")
+        if not self.warmup_min_s >= 0:
+            fail("warmup_min_s", "seconds >= 0")
+        if self.lock_timeout_s is not None and not self.lock_timeout_s >= 0:
+            fail("lock_timeout_s", "seconds >= 0 or None")
+        if not _is_int(self.seed):
+            fail("seed", "an integer")
+        if self.pin_cpu is not None:
+            if not _is_int(self.pin_cpu) or self.pin_cpu < 0:
+                fail("pin_cpu", "None or a core index >= 0")
+            if self.intra_op_threads != 1:
+                fail("pin_cpu", "None when intra_op_threads > 1 (one core cannot host a pool)")
+
+    def fingerprint(self, precision: str | None = None) -> DeviceFingerprint:
+        """Device fingerprint for this configuration (``precision`` overrides the field)."""
+        return device_fingerprint(
+            backend=self.backend,
+            intra_op_threads=self.intra_op_threads,
+            inter_op_threads=self.inter_op_threads,
+            allow_spinning=self.allow_spinning,
+            graph_optimization=self.graph_optimization,
+            precision=precision or self.precision,
+            provider=_PROVIDER,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MeasureConfig:
+        """Inverse of :meth:`to_dict`; rejects unknown fields."""
+        return cls(**_checked_fields(cls, data))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+# --------------------------------------------------------------------------------------------
+# Pure statistics
+# --------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4096)
+def median_ci_ranks(n: int, confidence: float = 0.95) -> tuple[int, int, float]:
+    """Order-statistic confidence interval for the median of ``n`` i.i.d. samples.
+
+    Args:
+        n: Number of samples (>= 1).
+        confidence: Desired coverage, e.g. 0.95.
+
+    Returns:
+        ``(lo, hi, coverage)``: 0-based indices into the *sorted* samples and the exact
+        coverage ``1 - 2 P(B <= lo)``, ``B ~ Binomial(n, 1/2)``. Coverage is >= ``confidence``
+        unless ``n`` is too small for any interval to reach it (then ``lo, hi = 0, n-1``).
+    """
+    if n < 1:
+        raise ValueError(f"median_ci_ranks: n must be >= 1, got {n}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"median_ci_ranks: confidence must be in (0, 1), got {confidence}")
+    alpha_half = (1.0 - confidence) / 2.0
+    log_norm = math.lgamma(n + 1) + n * math.log(0.5)
+
+    def pmf(k: int) -> float:
+        return math.exp(log_norm - math.lgamma(k + 1) - math.lgamma(n - k + 1))
+
+    # ``rank`` is the 1-based rank l of the lower bound; cdf = P(B <= l - 1).
+    rank = 1
+    cdf = pmf(0)
+    if cdf > alpha_half:
+        return 0, n - 1, 1.0 - 2.0 * cdf
+    while True:
+        next_cdf = cdf + pmf(rank)
+        # Stop before the lower rank passes the upper rank n - l + 1.
+        if next_cdf > alpha_half or rank + 1 > n - rank:
+            break
+        cdf = next_cdf
+        rank += 1
+    return rank - 1, n - rank, 1.0 - 2.0 * cdf
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleStats:
+    """Summary of one set of latency samples. All times in milliseconds.
+
+    Attributes:
+        n: Number of samples.
+        median_ms, p10_ms, p90_ms: Percentiles (numpy ``linear`` interpolation).
+        mean_ms, min_ms, max_ms, std_ms: Moments and extremes (``std`` with ddof=1; 0 if n<2).
+        cv: ``std / mean`` (0 if n < 2).
+        mad_ms: Median absolute deviation (unscaled).
+        ci_low_ms, ci_high_ms: Order-statistic CI of the median (see :func:`median_ci_ranks`).
+        ci_confidence: Exact coverage of that CI.
+        rel_ci_half_width: ``max(median - ci_low, ci_high - median) / median``.
+        outlier_share: Share of samples above ``median + max(3 * 1.4826 * MAD, 5 % of median)``.
+        p90_over_median: Contention indicator (> 1.5 flags a shared core).
+    """
+
+    n: int
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    mean_ms: float
+    min_ms: float
+    max_ms: float
+    std_ms: float
+    cv: float
+    mad_ms: float
+    ci_low_ms: float
+    ci_high_ms: float
+    ci_confidence: float
+    rel_ci_half_width: float
+    outlier_share: float
+    p90_over_median: float
+
+    @property
+    def contended(self) -> bool:
+        """True when p90/median exceeds :data:`CONTENTION_P90_OVER_MEDIAN`."""
+        return self.p90_over_median > CONTENTION_P90_OVER_MEDIAN
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SampleStats:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**_checked_fields(cls, data))
+
+
+def summarize(
+    samples_ns: Any,
+    *,
+    confidence: float = 0.95,
+    outlier_sigmas: float = 3.0,
+    outlier_floor: float = 0.05,
+) -> SampleStats:
+    """Summarize latency samples given in nanoseconds.
+
+    Args:
+        samples_ns: 1-D sequence of per-run latencies in nanoseconds (positive, finite).
+        confidence: Coverage of the median CI.
+        outlier_sigmas: Robust sigmas above the median beyond which a sample is an outlier.
+        outlier_floor: ... but never closer than this fraction of the median.
+
+    Returns:
+        A :class:`SampleStats` in milliseconds.
+
+    Raises:
+        ValueError: Empty, non-1-D, non-finite or non-positive samples.
+    """
+    values = np.asarray(samples_ns, dtype=np.float64)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"summarize: need a non-empty 1-D sample, got shape {values.shape}")
+    if not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise ValueError("summarize: samples must be finite and > 0 ns")
+    ms = np.sort(values) / 1e6
+    n = int(ms.size)
+    median = float(np.median(ms))
+    p10, p90 = (float(v) for v in np.percentile(ms, [10.0, 90.0]))
+    mean = float(ms.mean())
+    std = float(ms.std(ddof=1)) if n > 1 else 0.0
+    mad = float(np.median(np.abs(ms - median)))
+    lo, hi, coverage = median_ci_ranks(n, confidence)
+    ci_low, ci_high = float(ms[lo]), float(ms[hi])
+    threshold = median + max(outlier_sigmas * _MAD_TO_SIGMA * mad, outlier_floor * median)
+    return SampleStats(
+        n=n,
+        median_ms=median,
+        p10_ms=p10,
+        p90_ms=p90,
+        mean_ms=mean,
+        min_ms=float(ms[0]),
+        max_ms=float(ms[-1]),
+        std_ms=std,
+        cv=std / mean if n > 1 else 0.0,
+        mad_ms=mad,
+        ci_low_ms=ci_low,
+        ci_high_ms=ci_high,
+        ci_confidence=coverage,
+        rel_ci_half_width=max(median - ci_low, ci_high - median) / median,
+        outlier_share=float(np.count_nonzero(ms > threshold)) / n,
+        p90_over_median=p90 / median,
+    )
+
+
+def _median_rel_half_width(samples_ns: list[int], confidence: float) -> float:
+    """Cheap version of ``summarize(...).rel_ci_half_width`` for the stopping rule."""
+    ordered = np.sort(np.asarray(samples_ns, dtype=np.float64))
+    median = float(np.median(ordered))
+    lo, hi, _ = median_ci_ranks(ordered.size, confidence)
+    return max(median - ordered[lo], ordered[hi] - median) / median
+
+
+def paired_ratio_ci(
+    bursts_a_ns: Any,
+    bursts_b_ns: Any,
+    *,
+    confidence: float = 0.95,
+    reps: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Ratio of medians A/B with a paired-burst percentile bootstrap CI.
+
+    Args:
+        bursts_a_ns: Array ``(n_pairs, burst_runs)`` of A's samples; row i is A's burst in
+            pair i.
+        bursts_b_ns: Same shape for B; row i was taken next to A's row i.
+        confidence: CI coverage.
+        reps: Bootstrap replicates.
+        seed: Seed of the resampling (same data and seed give the same CI).
+
+    Returns:
+        ``(ratio, ci_low, ci_high)`` with ``ratio = median(all A) / median(all B)``.
+    """
+    a = np.asarray(bursts_a_ns, dtype=np.float64)
+    b = np.asarray(bursts_b_ns, dtype=np.float64)
+    if a.ndim != 2 or a.shape != b.shape or a.shape[0] < 1 or a.shape[1] < 1:
+        raise ValueError(
+            "paired_ratio_ci: need two arrays of equal shape (n_pairs, burst_runs), "
+            f"got {a.shape} and {b.shape}"
+        )
+    if not (np.all(a > 0) and np.all(b > 0)):
+        raise ValueError("paired_ratio_ci: samples must be > 0")
+    ratio = float(np.median(a) / np.median(b))
+    n_pairs, burst = a.shape
+    rng = np.random.default_rng(seed)
+    boot = np.empty(reps, dtype=np.float64)
+    # Chunked so that the temporary arrays stay small (they sit between timed bursts).
+    chunk = max(1, min(reps, 200_000 // (n_pairs * burst) or 1))
+    for start in range(0, reps, chunk):
+        stop = min(reps, start + chunk)
+        idx = rng.integers(0, n_pairs, size=(stop - start, n_pairs))
+        med_a = np.median(a[idx].reshape(stop - start, -1), axis=1)
+        med_b = np.median(b[idx].reshape(stop - start, -1), axis=1)
+        boot[start:stop] = med_a / med_b
+    alpha = 1.0 - confidence
+    low, high = np.quantile(boot, [alpha / 2.0, 1.0 - alpha / 2.0])
+    return ratio, float(low), float(high)
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """Result of :func:`measure_onnx`. Times in milliseconds unless the name says otherwise.
+
+    Attributes:
+        median_ms: Primary latency number.
+        p10_ms, p90_ms, mean_ms, min_ms, cv: Spread of the samples.
+        ci_low_ms, ci_high_ms: Order-statistic CI of the median; ``ci_confidence`` its coverage.
+        rel_ci_half_width: CI half-width relative to the median (the stopping criterion).
+        n_samples: Timed runs.
+        outlier_share: Share of samples above median + max(3 robust sigmas, 5 %).
+        p90_over_median: Contention indicator; ``contended`` is True above 1.5.
+        warmup_runs: Untimed runs done before timing.
+        timed_s: Duration of the timed phase (includes stopping-rule checks).
+        wall_s: Whole call, including session creation and waiting for the lock.
+        converged: ``rel_ci_half_width <= target_rel_ci`` and ``n_samples >= min_runs``.
+        stop_reason: ``"ci_target"``, ``"max_runs"`` or ``"time_cap"``.
+        precision: ``"fp32"`` or ``"int8"``.
+        fingerprint: Device and runtime settings of the measurement.
+        pinned_cpu: Core the thread was pinned to, or None.
+        input_shapes: ``((input_name, shape), ...)`` fed to the model.
+        model_sha256: First 16 hex digits of the SHA-256 of the model bytes.
+        samples_ns: Every timed sample in ns, in time order (empty if not kept).
+        schema_version: Version of this record's layout.
+    """
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    mean_ms: float
+    min_ms: float
+    cv: float
+    ci_low_ms: float
+    ci_high_ms: float
+    ci_confidence: float
+    rel_ci_half_width: float
+    n_samples: int
+    outlier_share: float
+    p90_over_median: float
+    contended: bool
+    warmup_runs: int
+    timed_s: float
+    wall_s: float
+    converged: bool
+    stop_reason: str
+    precision: str
+    fingerprint: DeviceFingerprint
+    pinned_cpu: int | None
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...]
+    model_sha256: str
+    samples_ns: tuple[int, ...] = ()
+    schema_version: int = _SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (nested fingerprint as a dict, tuples as lists)."""
+        data = dataclasses.asdict(self)
+        data["fingerprint"] = self.fingerprint.to_dict()
+        data["input_shapes"] = [[name, list(shape)] for name, shape in self.input_shapes]
+        data["samples_ns"] = list(self.samples_ns)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Measurement:
+        """Inverse of :meth:`to_dict`; rejects unknown or missing fields."""
+        kwargs = _checked_fields(cls, data)
+        kwargs["fingerprint"] = DeviceFingerprint.from_dict(kwargs["fingerprint"])
+        kwargs["input_shapes"] = tuple(
+            (str(name), tuple(int(d) for d in shape)) for name, shape in kwargs["input_shapes"]
+        )
+        kwargs["samples_ns"] = tuple(int(v) for v in kwargs.get("samples_ns", ()))
+        return cls(**kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class PairedMeasurement:
+    """Result of :func:`measure_pair`: latency of A relative to B, measured interleaved.
+
+    Attributes:
+        ratio: ``median_a_ms / median_b_ms`` over all timed samples.
+        ratio_ci_low, ratio_ci_high: Paired-burst bootstrap CI of the ratio.
+        ci_confidence: Nominal coverage of that CI.
+        rel_ci_half_width: ``max(ratio - low, high - ratio) / ratio`` (stopping criterion).
+        median_a_ms, median_b_ms: Medians of A's and B's samples.
+        a, b: Full :class:`SampleStats` of each side (their CIs ignore the pairing).
+        n_pairs: Pairs of bursts timed (each pair = one burst of A and one of B).
+        burst_runs, burst_warmup_runs: Timed and untimed runs per burst.
+        warmup_runs: Untimed warm-up runs per model before the first pair.
+        timed_s, wall_s: Timed phase and whole call, in seconds.
+        converged: ``rel_ci_half_width <= target_rel_ci`` and ``n_pairs >= min_pairs``.
+        stop_reason: ``"ci_target"``, ``"max_pairs"`` or ``"time_cap"``.
+        contended: Either side had p90/median > 1.5.
+        precision_a, precision_b: Precision of each model.
+        fingerprint_a, fingerprint_b: Fingerprints (they differ at most in precision).
+        pinned_cpu: Core the thread was pinned to, or None.
+        bootstrap_reps, seed: Bootstrap settings (the CI is reproducible from the samples).
+        model_a_sha256, model_b_sha256: Model hashes (16 hex digits).
+        samples_a_ns, samples_b_ns: Timed samples in time order, ``burst_runs`` per pair.
+        schema_version: Version of this record's layout.
+    """
+
+    ratio: float
+    ratio_ci_low: float
+    ratio_ci_high: float
+    ci_confidence: float
+    rel_ci_half_width: float
+    median_a_ms: float
+    median_b_ms: float
+    a: SampleStats
+    b: SampleStats
+    n_pairs: int
+    burst_runs: int
+    burst_warmup_runs: int
+    warmup_runs: int
+    timed_s: float
+    wall_s: float
+    converged: bool
+    stop_reason: str
+    contended: bool
+    precision_a: str
+    precision_b: str
+    fingerprint_a: DeviceFingerprint
+    fingerprint_b: DeviceFingerprint
+    pinned_cpu: int | None
+    bootstrap_reps: int
+    seed: int
+    model_a_sha256: str
+    model_b_sha256: str
+    samples_a_ns: tuple[int, ...] = ()
+    samples_b_ns: tuple[int, ...] = ()
+    schema_version: int = _SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        data = dataclasses.asdict(self)
+        for side in ("a", "b"):
+            data[side] = getattr(self, side).to_dict()
+            data[f"fingerprint_{side}"] = getattr(self, f"fingerprint_{side}").to_dict()
+            data[f"samples_{side}_ns"] = list(getattr(self, f"samples_{side}_ns"))
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PairedMeasurement:
+        """Inverse of :meth:`to_dict`; rejects unknown or missing fields."""
+        kwargs = _checked_fields(cls, data)
+        for side in ("a", "b"):
+            kwargs[side] = SampleStats.from_dict(kwargs[side])
+            kwargs[f"fingerprint_{side}"] = DeviceFingerprint.from_dict(
+                kwargs[f"fingerprint_{side}"]
+            )
+            kwargs[f"samples_{side}_ns"] = tuple(
+                int(v) for v in kwargs.get(f"samples_{side}_ns", ())
+            )
+        return cls(**kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# Model loading
+# --------------------------------------------------------------------------------------------
+
+ModelSource = str | bytes | bytearray | memoryview | os.PathLike
+
+
+@dataclasses.dataclass
+class _LoadedModel:
+    session: ort.InferenceSession
+    feeds: dict[str, np.ndarray]
+    label: str
+    sha256: str
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...]
+
+    def run(self) -> None:
+        self.session.run(None, self.feeds)
+
+
+def _read_model(model: Any) -> tuple[bytes, str | None, str]:
+    """Return ``(model_bytes, path_or_None, label)``; raises LatencyError if unreadable."""
+    if hasattr(model, "SerializeToString") and not isinstance(model, (str, bytes)):
+        model = model.SerializeToString()  # an onnx.ModelProto
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        data = bytes(model)
+        if not data:
+            raise LatencyError("ONNX model bytes are empty")
+        return data, None, f"<{len(data)} bytes>"
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if not path.is_file():
+            raise LatencyError(f"ONNX model file not found: {path}")
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise LatencyError(f"cannot read ONNX model {path}: {_one_line(error)}") from None
+        if not data:
+            raise LatencyError(f"ONNX model file is empty: {path}")
+        return data, str(path), str(path)
+    raise LatencyError(
+        f"model must be a path, bytes or onnx.ModelProto, got {type(model).__name__}"
+    )
+
+
+def _session_options(cfg: MeasureConfig) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = cfg.intra_op_threads
+    options.inter_op_num_threads = cfg.inter_op_threads
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = _GRAPH_OPT_LEVELS[cfg.graph_optimization]
+    options.log_severity_level = 3
+    spin = "1" if cfg.allow_spinning else "0"
+    options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    return options
+
+
+def _model_op_types(data: bytes, label: str) -> set[str]:
+    import onnx  # local: only needed for the precision check
+
+    try:
+        proto = onnx.load_model_from_string(data)
+    except Exception as error:  # noqa: BLE001 - any parse failure means a corrupt model
+        raise LatencyError(f"cannot parse ONNX model {label}: {_one_line(error)}") from None
+    ops = {node.op_type for node in proto.graph.node}
+    for function in proto.functions:
+        ops.update(node.op_type for node in function.node)
+    return ops
+
+
+def _check_precision(data: bytes, label: str, precision: str) -> None:
+    quantized = bool(_model_op_types(data, label) & _QUANT_OPS)
+    if precision == "int8" and not quantized:
+        raise LatencyError(
+            f"precision='int8' but {label} has no quantization operators; "
+            "quantize it first (latency.quantize.quantize_int8)"
+        )
+    if precision == "fp32" and quantized:
+        raise LatencyError(
+            f"precision='fp32' but {label} contains quantization operators; use precision='int8'"
+        )
+
+
+def _input_feeds(
+    session: ort.InferenceSession, label: str, seed: int
+) -> tuple[dict[str, np.ndarray], tuple[tuple[str, tuple[int, ...]], ...]]:
+    """Fixed, seeded random inputs; dynamic batch -> 1, any other dynamic dim -> error."""
+    rng = np.random.default_rng(seed)
+    feeds: dict[str, np.ndarray] = {}
+    shapes: list[tuple[str, tuple[int, ...]]] = []
+    for node in session.get_inputs():
+        dtype = _FLOAT_INPUT_TYPES.get(node.type)
+        if dtype is None:
+            raise LatencyError(
+                f"{label}: input '{node.name}' has type {node.type}; only float inputs "
+                f"({', '.join(_FLOAT_INPUT_TYPES)}) are supported"
+            )
+        shape: list[int] = []
+        for axis, dim in enumerate(node.shape):
+            if isinstance(dim, int) and dim >= 0:
+                shape.append(dim)
+            elif axis == 0:
+                shape.append(1)  # dynamic batch: measure batch 1
+            else:
+                raise LatencyError(
+                    f"{label}: input '{node.name}' has dynamic dimension {dim!r} at axis {axis} "
+                    f"(shape {node.shape}); only the batch axis may be dynamic"
+                )
+        feeds[node.name] = rng.standard_normal(shape).astype(dtype)
+        shapes.append((node.name, tuple(shape)))
+    return feeds, tuple(shapes)
+
+
+def _load(model: Any, cfg: MeasureConfig, precision: str) -> _LoadedModel:
+    data, path, label = _read_model(model)
+    try:
+        session = ort.InferenceSession(
+            path if path is not None else data,
+            sess_options=_session_options(cfg),
+            providers=[_PROVIDER],
+        )
+    except Exception as error:  # noqa: BLE001 - ORT raises several unrelated types
+        raise LatencyError(f"cannot load ONNX model {label}: {_one_line(error)}") from None
+    _check_precision(data, label, precision)
+    feeds, shapes = _input_feeds(session, label, cfg.seed)
+    loaded = _LoadedModel(
+        session=session,
+        feeds=feeds,
+        label=label,
+        sha256=hashlib.sha256(data).hexdigest()[:16],
+        input_shapes=shapes,
+    )
+    try:
+        loaded.run()  # fail here, with a clear message, rather than inside the timed loop
+    except Exception as error:  # noqa: BLE001
+        raise LatencyError(f"{label}: inference failed: {_one_line(error)}") from None
+    return loaded
+
+
+# --------------------------------------------------------------------------------------------
+# Measurement
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _pinned(core: int | None) -> Iterator[None]:
+    """Pin the calling thread to ``core``; restore the previous affinity afterwards."""
+    if core is None:
+        yield
+        return
+    if not hasattr(os, "sched_setaffinity"):
+        raise LatencyError("pin_cpu needs os.sched_setaffinity (Linux)")
+    before = os.sched_getaffinity(0)
+    if core not in before:
+        raise LatencyError(f"pin_cpu={core} is not an allowed core; allowed: {sorted(before)}")
+    # pid 0 = the calling thread on Linux; with one intra-op thread ORT runs on this thread.
+    os.sched_setaffinity(0, {core})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+@contextlib.contextmanager
+def _measurement_guard(cfg: MeasureConfig, fingerprint: DeviceFingerprint) -> Iterator[None]:
+    """Device lock (optional), pinning (optional), and no GC pauses inside timed runs."""
+    lock = (
+        device_lock(fingerprint, timeout_s=cfg.lock_timeout_s)
+        if cfg.lock
+        else contextlib.nullcontext()
+    )
+    gc_was_enabled = gc.isenabled()
+    with lock, _pinned(cfg.pin_cpu):
+        gc.disable()
+        try:
+            yield
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+
+
+def _warm_up(runs: list[Callable[[], None]], cfg: MeasureConfig) -> int:
+    """Round-robin warm-up of every model; returns runs per model."""
+    done = 0
+    start = time.perf_counter()
+    while done < cfg.warmup_runs or time.perf_counter() - start < cfg.warmup_min_s:
+        for run in runs:
+            run()
+        done += 1
+    return done
+
+
+def _next_check(count: int, maximum: int, growth: float = 1.1) -> int:
+    """Geometric check schedule (``growth``, at least +10) so that checks cost little."""
+    return min(maximum, max(count + 10, math.ceil(count * growth)))
+
+
+def measure_onnx(model: ModelSource, cfg: MeasureConfig | None = None) -> Measurement:
+    """Measure the single-inference latency of an ONNX model.
+
+    Args:
+        model: Path (``str``/``Path``), serialized bytes or an ``onnx.ModelProto``.
+        cfg: Measurement settings (default :class:`MeasureConfig`).
+
+    Returns:
+        A :class:`Measurement`.
+
+    Raises:
+        LatencyError: Missing, empty or corrupt model; dynamic non-batch input dimension;
+            non-float input; precision that does not match the model's operators; bad pin_cpu.
+        latency.device.DeviceLockTimeout: The device lock was busy for ``lock_timeout_s``.
+    """
+    cfg = cfg or MeasureConfig()
+    wall_start = time.perf_counter()
+    loaded = _load(model, cfg, cfg.precision)
+    fingerprint = cfg.fingerprint()
+    run = loaded.run
+    samples: list[int] = []
+    clock = time.perf_counter_ns
+    with _measurement_guard(cfg, fingerprint):
+        warmup_runs = _warm_up([run], cfg)
+        cap_ns = int(cfg.time_cap_s * 1e9)
+        next_check = cfg.min_runs
+        stop_reason = "max_runs"
+        timed_start = clock()
+        while True:
+            t0 = clock()
+            run()
+            t1 = clock()
+            samples.append(t1 - t0)
+            count = len(samples)
+            if t1 - timed_start >= cap_ns:
+                stop_reason = "time_cap"
+                break
+            if count >= next_check:
+                if _median_rel_half_width(samples, cfg.confidence) <= cfg.target_rel_ci:
+                    stop_reason = "ci_target"
+                    break
+                if count >= cfg.max_runs:
+                    break
+                next_check = _next_check(count, cfg.max_runs)
+        timed_s = (clock() - timed_start) / 1e9
+
+    stats = summarize(samples, confidence=cfg.confidence)
+    return Measurement(
+        median_ms=stats.median_ms,
+        p10_ms=stats.p10_ms,
+        p90_ms=stats.p90_ms,
+        mean_ms=stats.mean_ms,
+        min_ms=stats.min_ms,
+        cv=stats.cv,
+        ci_low_ms=stats.ci_low_ms,
+        ci_high_ms=stats.ci_high_ms,
+        ci_confidence=stats.ci_confidence,
+        rel_ci_half_width=stats.rel_ci_half_width,
+        n_samples=stats.n,
+        outlier_share=stats.outlier_share,
+        p90_over_median=stats.p90_over_median,
+        contended=stats.contended,
+        warmup_runs=warmup_runs,
+        timed_s=timed_s,
+        wall_s=time.perf_counter() - wall_start,
+        converged=stats.rel_ci_half_width <= cfg.target_rel_ci and stats.n >= cfg.min_runs,
+        stop_reason=stop_reason,
+        precision=cfg.precision,
+        fingerprint=fingerprint,
+        pinned_cpu=cfg.pin_cpu,
+        input_shapes=loaded.input_shapes,
+        model_sha256=loaded.sha256,
+        samples_ns=tuple(samples) if cfg.keep_samples else (),
+    )
+
+
+def measure_pair(
+    model_a: ModelSource,
+    model_b: ModelSource,
+    cfg: MeasureConfig | None = None,
+    *,
+    precision_a: Literal["fp32", "int8"] | None = None,
+    precision_b: Literal["fp32", "int8"] | None = None,
+) -> PairedMeasurement:
+    """Measure A relative to B with interleaved bursts, so that host drift cancels.
+
+    Pairs alternate ABBA (A-burst then B-burst, then B then A, ...) so that a linear drift
+    does not favour either side. Each burst starts with ``burst_warmup_runs`` untimed runs
+    (interleaving with a much larger model perturbs caches, infra.md §1.5), then
+    ``burst_runs`` timed runs. After ``min_pairs`` pairs the bootstrap CI of the ratio is
+    checked on a geometric schedule; timing stops when its relative half-width is at most
+    ``target_rel_ci``, at ``max_pairs`` or at ``time_cap_s``.
+
+    Args:
+        model_a: Candidate model (path, bytes or ``onnx.ModelProto``).
+        model_b: Reference model.
+        cfg: Measurement settings (default :class:`MeasureConfig`).
+        precision_a: Precision of A (default ``cfg.precision``).
+        precision_b: Precision of B (default ``cfg.precision``); e.g. int8 vs fp32.
+
+    Returns:
+        A :class:`PairedMeasurement`; ``latency_a ~= ratio * long-run median of B``.
+
+    Raises:
+        LatencyError: As :func:`measure_onnx`, for either model.
+        latency.device.DeviceLockTimeout: The device lock was busy for ``lock_timeout_s``.
+    """
+    cfg = cfg or MeasureConfig()
+    precision_a = precision_a or cfg.precision
+    precision_b = precision_b or cfg.precision
+    for name, value in (("precision_a", precision_a), ("precision_b", precision_b)):
+        if value not in _PRECISIONS:
+            raise ValueError(f"measure_pair: {name}={value!r}; allowed: {', '.join(_PRECISIONS)}")
+    wall_start = time.perf_counter()
+    loaded_a = _load(model_a, cfg, precision_a)
+    loaded_b = _load(model_b, cfg, precision_b)
+    fingerprint_a = cfg.fingerprint(precision_a)
+    fingerprint_b = cfg.fingerprint(precision_b)
+    burst, burst_warm = cfg.burst_runs, cfg.burst_warmup_runs
+    clock = time.perf_counter_ns
+    samples_a: list[int] = []
+    samples_b: list[int] = []
+
+    def timed_burst(model: _LoadedModel, out: list[int]) -> None:
+        for _ in range(burst_warm):
+            model.run()
+        for _ in range(burst):
+            t0 = clock()
+            model.run()
+            out.append(clock() - t0)
+
+    def ratio_ci(n_pairs: int) -> tuple[float, float, float]:
+        # Same replicates and seed for the stopping checks and the reported CI, so that
+        # "stopped because the CI was tight" and ``converged`` always agree.
+        return paired_ratio_ci(
+            np.asarray(samples_a, dtype=np.int64).reshape(n_pairs, burst),
+            np.asarray(samples_b, dtype=np.int64).reshape(n_pairs, burst),
+            confidence=cfg.confidence,
+            reps=cfg.bootstrap_reps,
+            seed=cfg.seed,
+        )
+
+    def rel_half(ci: tuple[float, float, float]) -> float:
+        ratio, low, high = ci
+        return max(ratio - low, high - ratio) / ratio
+
+    with _measurement_guard(cfg, fingerprint_a):
+        warmup_runs = _warm_up([loaded_a.run, loaded_b.run], cfg)
+        cap_ns = int(cfg.time_cap_s * 1e9)
+        next_check = cfg.min_pairs
+        stop_reason = "max_pairs"
+        n_pairs = 0
+        ci: tuple[float, float, float] | None = None
+        timed_start = clock()
+        while True:
+            if n_pairs % 2 == 0:
+                timed_burst(loaded_a, samples_a)
+                timed_burst(loaded_b, samples_b)
+            else:
+                timed_burst(loaded_b, samples_b)
+                timed_burst(loaded_a, samples_a)
+            n_pairs += 1
+            if clock() - timed_start >= cap_ns:
+                stop_reason = "time_cap"
+                break
+            if n_pairs >= next_check:
+                ci = ratio_ci(n_pairs)
+                if rel_half(ci) <= cfg.target_rel_ci:
+                    stop_reason = "ci_target"
+                    break
+                ci = None
+                if n_pairs >= cfg.max_pairs:
+                    break
+                # +20 %: a bootstrap over 1000 pairs costs ~0.1 s at 500 replicates.
+                next_check = _next_check(n_pairs, cfg.max_pairs, growth=1.2)
+        timed_s = (clock() - timed_start) / 1e9
+
+    ci = ci or ratio_ci(n_pairs)
+    ratio, low, high = ci
+    half = rel_half(ci)
+    stats_a = summarize(samples_a, confidence=cfg.confidence)
+    stats_b = summarize(samples_b, confidence=cfg.confidence)
+    return PairedMeasurement(
+        ratio=ratio,
+        ratio_ci_low=low,
+        ratio_ci_high=high,
+        ci_confidence=cfg.confidence,
+        rel_ci_half_width=half,
+        median_a_ms=stats_a.median_ms,
+        median_b_ms=stats_b.median_ms,
+        a=stats_a,
+        b=stats_b,
+        n_pairs=n_pairs,
+        burst_runs=burst,
+        burst_warmup_runs=burst_warm,
+        warmup_runs=warmup_runs,
+        timed_s=timed_s,
+        wall_s=time.perf_counter() - wall_start,
+        converged=half <= cfg.target_rel_ci and n_pairs >= cfg.min_pairs,
+        stop_reason=stop_reason,
+        contended=stats_a.contended or stats_b.contended,
+        precision_a=precision_a,
+        precision_b=precision_b,
+        fingerprint_a=fingerprint_a,
+        fingerprint_b=fingerprint_b,
+        pinned_cpu=cfg.pin_cpu,
+        bootstrap_reps=cfg.bootstrap_reps,
+        seed=cfg.seed,
+        model_a_sha256=loaded_a.sha256,
+        model_b_sha256=loaded_b.sha256,
+        samples_a_ns=tuple(samples_a) if cfg.keep_samples else (),
+        samples_b_ns=tuple(samples_b) if cfg.keep_samples else (),
+    )
