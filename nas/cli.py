@@ -118,6 +118,15 @@ def _add_arch_commands(sub: argparse._SubParsersAction) -> None:
 COMMAND_GROUPS.append(_add_arch_commands)
 
 
+def _add_latency_commands(sub: argparse._SubParsersAction) -> None:
+    from nas.cli_latency import add_latency_commands
+
+    add_latency_commands(sub)
+
+
+COMMAND_GROUPS.append(_add_latency_commands)
+
+
 def _positive_int(text: str) -> int:
     try:
         v = int(text)

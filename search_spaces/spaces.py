@@ -29,6 +29,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from search_spaces.scaling import make_divisible
+from search_spaces.walk import LayerKey, block_key, head_layers, stem_key
 from search_spaces.spec import (
     Activation,
     ArchSpec,
@@ -216,6 +217,36 @@ class FactorizedSpace:
             raise SpecError("", f"architecture {spec.name or spec.arch_id} differs from space {self.name} "
                                 "outside the searched blocks (stem, head, SE rule or input/output)")
         return params
+
+    def layer_keys(self, resolution: int | None = None) -> set[LayerKey]:
+        """Every layer key any architecture of this space can have (what a full latency table holds).
+
+        A dynamic programme over blocks: the keys of block i depend only on its input channels and
+        resolution, so the enumeration is linear in the number of blocks, not exponential.
+        """
+        size = resolution or self.resolution
+        ref = self.decode(self._first_vector())
+        keys = {stem_key(ref, size)}
+        size = (size - 1) // ref.stem.stride + 1
+        states = {(ref.stem.out_channels, size)}
+        fields = [f for f, _ in self._per_block]
+        choice_lists = [c for _, c in self._per_block]
+        for base in self.baseline:
+            reached = set()
+            for prev, size in states:
+                for combo in itertools.product(*choice_lists):
+                    v = dict(zip(fields, combo))
+                    blocks = self._stage_blocks(prev, base, v["op"], v["kernel"], v["se"], v["skip"], v["filters"],
+                                                v["layers"], v.get("act", "relu"))
+                    s = size
+                    for b in blocks:
+                        keys.add(block_key(ref.se, b, s))
+                        s = (s - 1) // b.stride + 1
+                    reached.add((blocks[-1].out_channels, s) if blocks else (prev, size))
+            states = reached
+        for channels, size in states:
+            keys.update(key for _, key, _ in head_layers(ref.head, channels, size, self.num_classes))
+        return keys
 
     def seeds(self) -> dict[str, dict[str, Any]]:
         """Known architectures of this space, as decision vectors (enqueued first by a search)."""

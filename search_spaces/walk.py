@@ -13,7 +13,7 @@ import enum
 from dataclasses import dataclass, fields
 
 from search_spaces.scaling import se_channels
-from search_spaces.spec import Activation, ArchSpec, BlockKind, Gate
+from search_spaces.spec import Activation, ArchSpec, Block, Gate, Head, SEConfig
 
 
 class LayerKind(str, enum.Enum):
@@ -92,6 +92,55 @@ class LayerShape:
         return (self.key.resolution - 1) // self.key.stride + 1
 
 
+def block_key(se: SEConfig, block: Block, resolution: int) -> LayerKey:
+    """The key of one block at an input resolution, under the network's SE rule."""
+    return LayerKey(
+        kind=LayerKind(block.kind.value),
+        resolution=resolution,
+        in_channels=block.in_channels,
+        expand_channels=block.expand_channels,
+        out_channels=block.out_channels,
+        kernel_size=block.kernel_size,
+        stride=block.stride,
+        se_channels=se_channels(se, block.in_channels, block.expand_channels) if block.se else 0,
+        se_gate=se.gate if block.se else None,
+        activation=block.activation,
+        residual=block.residual,
+        batchnorm=True,
+    )
+
+
+def _plain_key(kind: LayerKind, resolution: int, cin: int, cout: int, kernel: int, stride: int,
+               activation: Activation | None, batchnorm: bool) -> LayerKey:
+    return LayerKey(kind=kind, resolution=resolution, in_channels=cin, expand_channels=cout, out_channels=cout,
+                    kernel_size=kernel, stride=stride, se_channels=0, se_gate=None, activation=activation,
+                    residual=False, batchnorm=batchnorm)
+
+
+def stem_key(spec: ArchSpec, resolution: int) -> LayerKey:
+    stem = spec.stem
+    return _plain_key(LayerKind.CONV, resolution, spec.in_channels, stem.out_channels, stem.kernel_size,
+                      stem.stride, stem.activation, True)
+
+
+def head_layers(head: Head, channels: int, resolution: int, num_classes: int) -> list[tuple[Role, LayerKey, float]]:
+    """(role, key, dropout) of the head's layers, given the last block's output channels and size."""
+    out: list[tuple[Role, LayerKey, float]] = []
+    if head.conv_channels:
+        out.append((Role.HEAD_CONV, _plain_key(LayerKind.CONV, resolution, channels, head.conv_channels, 1, 1,
+                                               head.activation, True), 0.0))
+        channels = head.conv_channels
+    out.append((Role.POOL, _plain_key(LayerKind.POOL, resolution, channels, channels, resolution, 1, None, False),
+                0.0))
+    if head.hidden_channels:
+        out.append((Role.HEAD_HIDDEN, _plain_key(LayerKind.LINEAR, 1, channels, head.hidden_channels, 1, 1,
+                                                 head.activation, False), 0.0))
+        channels = head.hidden_channels
+    out.append((Role.CLASSIFIER, _plain_key(LayerKind.LINEAR, 1, channels, num_classes, 1, 1, None, False),
+                head.dropout))
+    return out
+
+
 def walk(spec: ArchSpec, resolution: int | None = None) -> list[LayerShape]:
     """Resolve ``spec`` into its layers, in order.
 
@@ -101,119 +150,13 @@ def walk(spec: ArchSpec, resolution: int | None = None) -> list[LayerShape]:
             deployment resolution). Training may walk the same spec at a smaller one.
     """
     size = spec.resolution if resolution is None else resolution
-    layers: list[LayerShape] = []
-
-    def add(role, block_index, dropout=0.0, **key):
-        layers.append(LayerShape(len(layers), role, block_index, LayerKey(**key), dropout))
-
-    stem = spec.stem
-    add(
-        Role.STEM,
-        None,
-        kind=LayerKind.CONV,
-        resolution=size,
-        in_channels=spec.in_channels,
-        expand_channels=stem.out_channels,
-        out_channels=stem.out_channels,
-        kernel_size=stem.kernel_size,
-        stride=stem.stride,
-        se_channels=0,
-        se_gate=None,
-        activation=stem.activation,
-        residual=False,
-        batchnorm=True,
-    )
+    layers = [LayerShape(0, Role.STEM, None, stem_key(spec, size))]
     size = layers[-1].out_resolution
-    channels = stem.out_channels
+    channels = spec.stem.out_channels
     for i, b in enumerate(spec.blocks):
-        se_ch = se_channels(spec.se, b.in_channels, b.expand_channels) if b.se else 0
-        add(
-            Role.BLOCK,
-            i,
-            kind=LayerKind(b.kind.value),
-            resolution=size,
-            in_channels=b.in_channels,
-            expand_channels=b.expand_channels,
-            out_channels=b.out_channels,
-            kernel_size=b.kernel_size,
-            stride=b.stride,
-            se_channels=se_ch,
-            se_gate=spec.se.gate if b.se else None,
-            activation=b.activation,
-            residual=b.residual,
-            batchnorm=True,
-        )
+        layers.append(LayerShape(len(layers), Role.BLOCK, i, block_key(spec.se, b, size)))
         size = layers[-1].out_resolution
         channels = b.out_channels
-
-    head = spec.head
-    if head.conv_channels:
-        add(
-            Role.HEAD_CONV,
-            None,
-            kind=LayerKind.CONV,
-            resolution=size,
-            in_channels=channels,
-            expand_channels=head.conv_channels,
-            out_channels=head.conv_channels,
-            kernel_size=1,
-            stride=1,
-            se_channels=0,
-            se_gate=None,
-            activation=head.activation,
-            residual=False,
-            batchnorm=True,
-        )
-        channels = head.conv_channels
-    add(
-        Role.POOL,
-        None,
-        kind=LayerKind.POOL,
-        resolution=size,
-        in_channels=channels,
-        expand_channels=channels,
-        out_channels=channels,
-        kernel_size=size,
-        stride=1,
-        se_channels=0,
-        se_gate=None,
-        activation=None,
-        residual=False,
-        batchnorm=False,
-    )
-    if head.hidden_channels:
-        add(
-            Role.HEAD_HIDDEN,
-            None,
-            kind=LayerKind.LINEAR,
-            resolution=1,
-            in_channels=channels,
-            expand_channels=head.hidden_channels,
-            out_channels=head.hidden_channels,
-            kernel_size=1,
-            stride=1,
-            se_channels=0,
-            se_gate=None,
-            activation=head.activation,
-            residual=False,
-            batchnorm=False,
-        )
-        channels = head.hidden_channels
-    add(
-        Role.CLASSIFIER,
-        None,
-        dropout=head.dropout,
-        kind=LayerKind.LINEAR,
-        resolution=1,
-        in_channels=channels,
-        expand_channels=spec.num_classes,
-        out_channels=spec.num_classes,
-        kernel_size=1,
-        stride=1,
-        se_channels=0,
-        se_gate=None,
-        activation=None,
-        residual=False,
-        batchnorm=False,
-    )
+    for role, key, dropout in head_layers(spec.head, channels, size, spec.num_classes):
+        layers.append(LayerShape(len(layers), role, None, key, dropout))
     return layers

@@ -1,0 +1,353 @@
+"""Per-layer latency lookup table (LUT) with a calibrated whole-network predictor.
+
+Entries are keyed by :class:`search_spaces.walk.LayerKey` — the same walk that counts costs and
+builds the torch modules — and each is measured on demand as a standalone ONNX model of that one
+layer (:func:`layer_onnx`). A missing entry is measured, never guessed; when the table belongs to
+another device (its fingerprint differs from this machine's), measuring is impossible and
+:class:`MissingEntryError` names the entry.
+
+Why a calibration: with ``ORT_ENABLE_ALL``, ONNX Runtime converts each isolated layer to its blocked
+NCHWc layout and back, which a whole network does only at its edges, so the plain sum of isolated
+layers overestimates whole networks by 11–18 % on this CPU while ranking them right (Kendall τ 0.96;
+``shared/reference/infra.md`` §2.2). One scale factor fitted on measured whole networks removes the
+bias; it is stored in the table with its leave-one-out error. The fixed cost of one ``run()`` call
+(``overhead_ms``, measured on a one-node graph) is subtracted from every entry and added once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from latency.lut_store import Calibration, TableStore, canonical_key, fit_scale, raw_sum_ms
+from latency.measure import LatencyError, MeasureConfig, measure_onnx
+from search_spaces.spec import ArchSpec
+from search_spaces.walk import LayerKey, LayerKind, LayerShape, Role, walk
+
+# Entries are small (tens of µs to a few ms): cap their timing at ~1 s each.
+ENTRY_TIME_CAP_S = 1.0
+
+
+class MissingEntryError(LatencyError):
+    """A needed entry is absent and cannot be measured here (the table is another device's)."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Predicted latency of a whole network.
+
+    Attributes:
+        latency_ms: calibrated prediction.
+        raw_sum_ms: Σ(entry − overhead) + overhead, before the calibration scale.
+        layer_ms: per-layer entry latencies (overhead removed), in walk order.
+        calibrated: whether a fitted calibration was applied.
+        measured_now: entries that were missing and measured during this call.
+    """
+
+    latency_ms: float
+    raw_sum_ms: float
+    layer_ms: tuple[float, ...]
+    calibrated: bool
+    measured_now: int
+
+
+def layer_input_shape(key: LayerKey) -> tuple[int, ...]:
+    if key.kind is LayerKind.LINEAR:
+        return (1, key.in_channels)
+    return (1, key.in_channels, key.resolution, key.resolution)
+
+
+def layer_onnx(key: LayerKey) -> bytes:
+    """A standalone ONNX model of one layer (fixed-seed weights; latency does not depend on them)."""
+    import torch
+
+    from search_spaces.builder import build_layer
+    from search_spaces.export import export_module_bytes
+
+    role = Role.POOL if key.kind is LayerKind.POOL else Role.BLOCK
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        module = build_layer(LayerShape(0, role, None, key))
+    return export_module_bytes(module, layer_input_shape(key))
+
+
+def _overhead_onnx() -> bytes:
+    """A one-node graph (Identity on a 1-element tensor): the fixed cost of one ``run()``."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["input"], ["output"])], "overhead",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+class LatencyTable:
+    """The lookup table of one device, stored in one SQLite file (see :mod:`latency.lut_store`).
+
+    Args:
+        path: the table file; created on first use.
+        cfg: how entries are measured on this machine (default :class:`MeasureConfig`). The table
+            records the fingerprint it was created with; a table whose fingerprint differs from
+            ``cfg``'s is read-only here.
+    """
+
+    def __init__(self, path: str | Path, cfg: MeasureConfig | None = None):
+        self.cfg = cfg or MeasureConfig()
+        self.store = TableStore(path)
+        local = self.cfg.fingerprint().to_dict()
+        if not self.store.path.exists():
+            self.store.create(local, self.cfg.to_dict())
+        else:
+            self.store.check()
+        self.fingerprint = self.store.meta("fingerprint")
+        self.can_measure = self.fingerprint == local
+        self._cache: dict[LayerKey, float] = {}
+        self._calibration: Calibration | None = None
+        overhead = self.store.meta("overhead_ms")
+        if overhead is None and self.can_measure:
+            overhead = measure_onnx(_overhead_onnx(), self._entry_cfg()).median_ms
+            self.store.set_meta("overhead_ms", overhead)
+        self.overhead_ms = float(overhead or 0.0)
+
+    @property
+    def path(self) -> Path:
+        return self.store.path
+
+    @property
+    def calibration(self) -> Calibration:
+        if self._calibration is None:
+            self._calibration = Calibration.from_dict(self.store.meta("calibration"))
+        return self._calibration
+
+    def _entry_cfg(self) -> MeasureConfig:
+        return dataclasses.replace(self.cfg, time_cap_s=min(self.cfg.time_cap_s, ENTRY_TIME_CAP_S))
+
+    # -- entries -----------------------------------------------------------------------------------
+    def lookup(self, keys: Sequence[LayerKey]) -> dict[LayerKey, float | None]:
+        """Stored median latencies (ms, overhead included) of ``keys``; None where missing."""
+        todo = {canonical_key(k.to_dict()): k for k in set(keys) if k not in self._cache}
+        if todo:
+            for c, values in self.store.get_many(todo).items():
+                self._cache[todo[c]] = float(values["median_ms"])
+        return {k: self._cache.get(k) for k in keys}
+
+    def missing(self, keys: Iterable[LayerKey]) -> list[LayerKey]:
+        unique = list(dict.fromkeys(keys))
+        found = self.lookup(unique)
+        return [k for k in unique if found[k] is None]
+
+    def ensure(self, keys: Iterable[LayerKey], progress: Callable[[int, int], None] | None = None) -> int:
+        """Measure every missing entry among ``keys``; returns how many were measured."""
+        todo = self.missing(keys)
+        if todo and not self.can_measure:
+            k = todo[0]
+            raise MissingEntryError(
+                f"latency table {self.path} (another device: {self.fingerprint.get('cpu_model')}, "
+                f"{self.fingerprint.get('intra_op_threads')} thread(s)) lacks {len(todo)} entr"
+                f"{'y' if len(todo) == 1 else 'ies'}, e.g. {describe_key(k)}; build them on that device "
+                "(see `nas latency export-bundle`)"
+            )
+        cfg = self._entry_cfg()
+        for i, key in enumerate(todo):
+            m = measure_onnx(layer_onnx(key), cfg)
+            self.store.put(key.to_dict(), {"median_ms": m.median_ms, "p10_ms": m.p10_ms, "p90_ms": m.p90_ms,
+                                           "n_samples": m.n_samples, "cv": m.cv})
+            self._cache[key] = m.median_ms
+            if progress:
+                progress(i + 1, len(todo))
+        return len(todo)
+
+    # -- prediction --------------------------------------------------------------------------------
+    def raw_sum(self, spec: ArchSpec, resolution: int | None = None, measure_missing: bool = True
+                ) -> tuple[float, tuple[float, ...], int]:
+        keys = [layer.key for layer in walk(spec, resolution)]
+        measured = self.ensure(keys) if measure_missing else 0
+        found = self.lookup(keys)
+        absent = [k for k in keys if found[k] is None]
+        if absent:
+            raise MissingEntryError(f"latency table {self.path} lacks {describe_key(absent[0])}")
+        raw, layer_ms = raw_sum_ms([found[k] for k in keys], self.overhead_ms)
+        return raw, layer_ms, measured
+
+    def predict(self, spec: ArchSpec, resolution: int | None = None, measure_missing: bool = True) -> Prediction:
+        """Calibrated latency of ``spec`` at ``resolution`` (default: the spec's) in ms."""
+        raw, layer_ms, measured = self.raw_sum(spec, resolution, measure_missing)
+        cal = self.calibration
+        overhead = self.overhead_ms
+        latency = cal.scale * (raw - overhead) + overhead
+        return Prediction(latency, raw, layer_ms, cal.fitted, measured)
+
+    # -- calibration -------------------------------------------------------------------------------
+    def add_point(self, spec: ArchSpec, measured_ms: float, resolution: int | None = None) -> None:
+        """Record a whole-network measurement of ``spec`` for the calibration."""
+        res = resolution or spec.resolution
+        raw, _, _ = self.raw_sum(spec, res)
+        self.store.put_point(spec.replace(resolution=res).arch_id, spec.name, res, raw, measured_ms)
+
+    def calibrate(self, specs: Sequence[ArchSpec], resolution: int | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> Calibration:
+        """Measure each spec whole on this device, record it, and refit the calibration."""
+        if not self.can_measure:
+            raise LatencyError(f"cannot calibrate {self.path} here: it belongs to another device")
+        from search_spaces.export import export_onnx
+
+        for i, spec in enumerate(specs):
+            m = measure_onnx(export_onnx(spec, resolution=resolution), self.cfg)
+            self.add_point(spec, m.median_ms, resolution)
+            if progress:
+                progress(i + 1, len(specs))
+        return self.fit()
+
+    def fit(self) -> Calibration:
+        """Fit the scale to every recorded point (median ratio, robust to a noisy point)."""
+        points = self.store.points()
+        overhead = self.overhead_ms
+        pairs = [(p["raw_sum_ms"] - overhead, p["measured_ms"] - overhead) for p in points]
+        pairs = [(r, m) for r, m in pairs if r > 0 and m > 0]
+        if not pairs:
+            raise LatencyError(f"no whole-network measurements in {self.path} to calibrate from")
+        cal = fit_scale(pairs)
+        self.store.set_meta("calibration", cal.to_dict())
+        self._calibration = cal
+        return cal
+
+
+def describe_key(key: LayerKey) -> str:
+    se = f", SE {key.se_channels}" if key.se_channels else ""
+    act = key.activation.value if key.activation else "linear"
+    return (f"{key.kind.value} {key.kernel_size}x{key.kernel_size}/s{key.stride} at {key.resolution}² "
+            f"{key.in_channels}->{key.expand_channels}->{key.out_channels}{se}, {act}"
+            f"{', residual' if key.residual else ''}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Tables for other devices: a bundle of ONNX files measured there by latency/device_lut.py
+# ------------------------------------------------------------------------------------------------
+
+BUNDLE_SOURCES = ("measure.py", "device.py", "lut_store.py", "device_lut.py")
+
+
+def export_bundle(keys: Iterable[LayerKey], networks: Sequence[ArchSpec], out_dir: str | Path,
+                  resolution: int | None = None, progress: Callable[[int, int], None] | None = None) -> Path:
+    """Write everything another device needs to build its table with onnxruntime + numpy only.
+
+    The folder holds ``manifest.json`` (entries with their keys and files; whole networks with the
+    keys of their layers, for the calibration), the ONNX files, the measurement code of this
+    package, and ``device_lut.py`` to run there: ``python3 device_lut.py BUNDLE --out table.sqlite``.
+    """
+    import json
+    import shutil
+
+    from search_spaces._io import atomic_write_bytes, atomic_write_text
+    from search_spaces.export import export_onnx
+
+    out = Path(out_dir)
+    (out / "entries").mkdir(parents=True, exist_ok=True)
+    (out / "networks").mkdir(exist_ok=True)
+    (out / "latency").mkdir(exist_ok=True)
+    # The calibration networks' own layers are entries too, so their layer sums can be formed.
+    keys = set(keys) | {layer.key for spec in networks for layer in walk(spec, resolution or spec.resolution)}
+    keys = sorted(keys, key=lambda k: canonical_key(k.to_dict()))
+    total = len(keys) + len(networks)
+    entries = []
+    for i, key in enumerate(keys):
+        name = f"entries/{i:05d}.onnx"
+        atomic_write_bytes(out / name, layer_onnx(key))
+        entries.append({"key": key.to_dict(), "file": name})
+        if progress:
+            progress(i + 1, total)
+    nets = []
+    for j, spec in enumerate(networks):
+        res = resolution or spec.resolution
+        name = f"networks/{j:03d}_{spec.name or spec.arch_id}.onnx"
+        export_onnx(spec, out / name, resolution=res)
+        layer_keys = [canonical_key(layer.key.to_dict()) for layer in walk(spec, res)]
+        nets.append({"arch_id": spec.replace(resolution=res).arch_id, "name": spec.name, "resolution": res,
+                     "file": name, "layer_keys": layer_keys})
+        if progress:
+            progress(len(keys) + j + 1, total)
+    atomic_write_bytes(out / "overhead.onnx", _overhead_onnx())
+    manifest = {"bundle_version": 1, "entries": entries, "networks": nets, "overhead": "overhead.onnx"}
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1))
+    here = Path(__file__).parent
+    for src in BUNDLE_SOURCES:
+        target = out / ("device_lut.py" if src == "device_lut.py" else f"latency/{src}")
+        shutil.copyfile(here / src, target)
+    (out / "latency" / "__init__.py").write_text("")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Validation: predicted vs measured on architectures the calibration never saw
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ValidationRow:
+    name: str
+    arch_id: str
+    predicted_ms: float
+    measured_ms: float
+
+    @property
+    def error(self) -> float:
+        """Relative error of the prediction, (predicted − measured) / measured."""
+        return (self.predicted_ms - self.measured_ms) / self.measured_ms
+
+
+def validation_summary(rows: Sequence[ValidationRow]) -> dict:
+    errors = [abs(r.error) for r in rows]
+    return {
+        "n": len(rows),
+        "within_10pct": sum(e <= 0.10 for e in errors) / len(rows),
+        "within_5pct": sum(e <= 0.05 for e in errors) / len(rows),
+        "median_abs_error": statistics.median(errors),
+        "mean_abs_error": statistics.fmean(errors),
+        "max_abs_error": max(errors),
+        "mean_signed_error": statistics.fmean(r.error for r in rows),
+        "kendall_tau": kendall_tau([r.predicted_ms for r in rows], [r.measured_ms for r in rows]),
+    }
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's τ-a of two paired sequences (ties count as neither concordant nor discordant)."""
+    n = len(x)
+    if n < 2:
+        return float("nan")
+    s = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            d = (x[i] - x[j]) * (y[i] - y[j])
+            s += (d > 0) - (d < 0)
+    return s / (n * (n - 1) / 2)
+
+
+def validate(table: LatencyTable, specs: Sequence[ArchSpec], resolution: int | None = None,
+             progress: Callable[[int, int], None] | None = None) -> list[ValidationRow]:
+    """Predict each spec from the table, then measure it whole on this device."""
+    from search_spaces.export import export_onnx
+
+    rows = []
+    for i, spec in enumerate(specs):
+        predicted = table.predict(spec, resolution).latency_ms
+        measured = measure_onnx(export_onnx(spec, resolution=resolution), table.cfg).median_ms
+        rows.append(ValidationRow(spec.name, spec.arch_id, predicted, measured))
+        if progress:
+            progress(i + 1, len(specs))
+    return rows
+
+
+def default_table_path(cfg: MeasureConfig | None = None) -> Path:
+    """Where this machine keeps its table for ``cfg``'s settings: one file per device fingerprint."""
+    from latency.device import cache_dir
+
+    cfg = cfg or MeasureConfig()
+    return cache_dir() / "lut" / f"{cfg.fingerprint().key}.sqlite"

@@ -1,0 +1,261 @@
+"""``nas latency ...``: measure, predict, build and validate latency tables (thin over :mod:`latency`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from search_spaces import resolve_arch
+
+
+def _print_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def _progress(desc: str, enabled: bool = True):
+    """A tqdm bar on a terminal (stderr); nothing otherwise."""
+    if not enabled or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=desc, unit="entry", leave=False)
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def _measure_cfg(args):
+    from latency.measure import MeasureConfig
+
+    return MeasureConfig(intra_op_threads=args.threads, precision=getattr(args, "precision", "fp32"))
+
+
+def _spec(args):
+    spec = resolve_arch(args.arch)
+    if getattr(args, "resolution", None):
+        spec = spec.replace(resolution=args.resolution)
+    return spec
+
+
+def _table(args):
+    from latency.lut import LatencyTable, default_table_path
+    from latency.measure import MeasureConfig
+
+    cfg = MeasureConfig(intra_op_threads=args.threads)
+    path = Path(args.lut) if args.lut else default_table_path(cfg)
+    return LatencyTable(path, cfg)
+
+
+def calibration_inputs(spec, n: int, dataset: str, data_dir: str | None, seed: int = 0) -> list[np.ndarray]:
+    """``n`` real images of the dataset, preprocessed to the spec's input (for int8 calibration)."""
+    import torch
+
+    from nas.data import load_dataset
+    from nas.training import TrainConfig, channel_stats, preprocess
+
+    data = load_dataset(dataset, data_dir)
+    rng = np.random.default_rng(seed)
+    idx = torch.as_tensor(rng.choice(len(data.train_images), size=n, replace=False))
+    images = data.train_images[idx]
+    cfg = TrainConfig(resolution_px=spec.resolution, in_channels=spec.in_channels, channels_last=False)
+    x = preprocess(images, cfg, channel_stats(data.train_images[:5000]))
+    return [x[i:i + 1].numpy() for i in range(n)]
+
+
+def cmd_measure(args) -> int:
+    from latency.measure import measure_onnx
+    from search_spaces.export import export_onnx
+
+    spec = _spec(args)
+    cfg = _measure_cfg(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "model.onnx"
+        export_onnx(spec, fp32)
+        if args.precision == "int8":
+            from latency.quantize import quantize_and_measure
+
+            samples = calibration_inputs(spec, args.calibration_samples, args.dataset, args.data_dir)
+            m = quantize_and_measure(fp32, samples, Path(tmp) / "model.int8.onnx", cfg)
+        else:
+            m = measure_onnx(fp32, cfg)
+    result = m.to_dict()
+    result.pop("samples_ns", None)
+    result.update(arch=spec.name or args.arch, arch_id=spec.arch_id, resolution=spec.resolution)
+    if args.json:
+        _print_json(result)
+    else:
+        fp = m.fingerprint
+        print(f"{spec.name or args.arch} at {spec.resolution}², {m.precision}, {fp.intra_op_threads} thread(s), "
+              f"ORT {fp.ort_version} on {fp.cpu_model}")
+        print(f"  median {m.median_ms:.3f} ms  (95% CI {m.ci_low_ms:.3f}–{m.ci_high_ms:.3f}; p10 {m.p10_ms:.3f}, "
+              f"p90 {m.p90_ms:.3f}; CV {m.cv:.1%}; {m.n_samples} runs after {m.warmup_runs} warm-up; "
+              f"outliers {m.outlier_share:.1%}; stop: {m.stop_reason})")
+        if m.contended:
+            print("  warning: p90/median > 1.5 — the core was shared with other work; re-measure on a quiet machine")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    table = _table(args)
+    spec = _spec(args)
+    p = table.predict(spec, measure_missing=not args.no_measure)
+    cal = table.calibration
+    result = {"arch": spec.name or args.arch, "arch_id": spec.arch_id, "resolution": spec.resolution,
+              "predicted_ms": p.latency_ms, "layer_sum_ms": p.raw_sum_ms, "calibrated": p.calibrated,
+              "calibration": cal.to_dict(), "entries_measured_now": p.measured_now, "table": str(table.path),
+              "layer_ms": list(p.layer_ms)}
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"{result['arch']} at {spec.resolution}²: predicted {p.latency_ms:.3f} ms "
+              f"(layer sum {p.raw_sum_ms:.3f} ms, {'calibrated ×%.3f' % cal.scale if cal.fitted else 'UNCALIBRATED'};"
+              f" {p.measured_now} entries measured now; table {table.path})")
+        if not cal.fitted:
+            print("  hint: `nas latency build-lut --space NAME` also fits the calibration on whole networks")
+    return 0
+
+
+def _calibration_specs(space, n: int, seed: int):
+    specs = [space.decode(v).replace(name=k) for k, v in space.seeds().items()]
+    rng = np.random.default_rng(seed)
+    while len(specs) < n:
+        specs.append(space.decode(space.sample(rng)).replace(name=f"calib{len(specs)}"))
+    return specs
+
+
+def cmd_build_lut(args) -> int:
+    import time
+
+    from search_spaces.spaces import get_space
+
+    table = _table(args)
+    if not table.can_measure:
+        raise ValueError(f"{table.path} belongs to another device; build it there with `nas latency export-bundle`")
+    t0 = time.perf_counter()
+    if args.space:
+        space = get_space(args.space, resolution=args.resolution or 224)
+        keys = space.layer_keys()
+        calib = _calibration_specs(space, args.calibrate, seed=args.seed)
+    else:
+        specs = [_spec(argparse.Namespace(arch=a, resolution=args.resolution)) for a in args.arch]
+        from search_spaces import walk
+
+        keys = {layer.key for s in specs for layer in walk(s)}
+        calib = specs
+    before = len(table.missing(keys))
+    measured = table.ensure(keys, progress=_progress("entries"))
+    t_entries = time.perf_counter() - t0
+    cal = table.calibrate(calib, progress=_progress("calibration")) if calib and args.calibrate else table.calibration
+    result = {"table": str(table.path), "keys": len(keys), "already_present": len(keys) - before,
+              "measured": measured, "entries_s": t_entries, "total_s": time.perf_counter() - t0,
+              "calibration": cal.to_dict()}
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"{table.path}: {len(keys)} entries needed, {measured} measured in {t_entries:.0f} s "
+              f"({len(keys) - before} were cached)")
+        if cal.fitted:
+            loo = f", leave-one-out error {cal.loo_mean_abs_error:.1%} mean" if cal.loo_mean_abs_error is not None else ""
+            print(f"calibration: scale {cal.scale:.4f} from {cal.n_points} whole networks{loo}")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from latency.lut import validate, validation_summary
+    from search_spaces.spaces import get_space
+
+    table = _table(args)
+    space = get_space(args.space, resolution=args.resolution or 224)
+    rng = np.random.default_rng(args.seed + 10_000)  # never the calibration architectures' seed
+    specs = [space.decode(space.sample(rng)).replace(name=f"val{i}") for i in range(args.n)]
+    rows = validate(table, specs, progress=_progress("validate"))
+    summary = validation_summary(rows)
+    if args.json:
+        _print_json({"summary": summary, "rows": [dict(r.__dict__, error=r.error) for r in rows],
+                     "table": str(table.path), "calibration": table.calibration.to_dict()})
+        return 0
+    print(f"{'arch':<8} {'arch_id':<17} {'predicted':>10} {'measured':>10} {'error':>7}")
+    for r in rows:
+        print(f"{r.name:<8} {r.arch_id:<17} {r.predicted_ms:>8.3f}ms {r.measured_ms:>8.3f}ms {r.error:>+7.1%}")
+    s = summary
+    print(f"{s['n']} architectures: {s['within_10pct']:.0%} within ±10 %, {s['within_5pct']:.0%} within ±5 %, "
+          f"median |error| {s['median_abs_error']:.1%}, max {s['max_abs_error']:.1%}, "
+          f"mean signed {s['mean_signed_error']:+.1%}, Kendall τ {s['kendall_tau']:.3f}")
+    return 0
+
+
+def cmd_export_bundle(args) -> int:
+    from latency.lut import export_bundle
+    from search_spaces.spaces import get_space
+
+    space = get_space(args.space, resolution=args.resolution or 224)
+    out = export_bundle(space.layer_keys(), _calibration_specs(space, args.calibrate, args.seed), args.out,
+                        progress=_progress("export"))
+    print(f"wrote {out}; on the device run: python3 {out}/device_lut.py {out} --out table.sqlite")
+    return 0
+
+
+def add_latency_commands(sub: argparse._SubParsersAction) -> None:
+    lat = sub.add_parser("latency", help="measure and predict latency on this device")
+    lsub = lat.add_subparsers(dest="latency_command", required=True,
+                              metavar="{measure,predict,build-lut,validate,export-bundle}")
+
+    def common(p, arch=True, lut=True):
+        if arch:
+            p.add_argument("arch", metavar="NAME|FILE.json", help="a registered name or a spec file")
+        p.add_argument("--resolution", type=int, help="input resolution (default: the spec's, 224 for spaces)")
+        p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
+        if lut:
+            p.add_argument("--lut", metavar="FILE", help="latency table (default: this device's, in ~/.cache/hwnas/lut)")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = lsub.add_parser("measure", help="measure an architecture whole with ONNX Runtime")
+    common(p, lut=False)
+    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
+    p.add_argument("--calibration-samples", type=int, default=32, help="int8: real images for calibration")
+    p.add_argument("--dataset", default="fashion-mnist", help="int8 calibration data (default fashion-mnist)")
+    p.add_argument("--data-dir", help="dataset folder (default: the Debian package's)")
+    p.set_defaults(func=cmd_measure)
+
+    p = lsub.add_parser("predict", help="predict an architecture's latency from the lookup table")
+    common(p)
+    p.add_argument("--no-measure", action="store_true", help="fail instead of measuring missing entries")
+    p.set_defaults(func=cmd_predict)
+
+    p = lsub.add_parser("build-lut", help="measure every table entry of a space (or archs) and calibrate")
+    common(p, arch=False)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--space", help="a search space: mnasnet, mobilenetv3, mobilenetv3_small")
+    g.add_argument("--arch", nargs="+", help="architectures (names or files)")
+    p.add_argument("--calibrate", type=int, default=12, help="whole networks measured for the calibration (0: none)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_build_lut)
+
+    p = lsub.add_parser("validate", help="predicted vs measured on random architectures of a space")
+    common(p, arch=False)
+    p.add_argument("--space", default="mobilenetv3")
+    p.add_argument("--n", type=int, default=50, help="number of random architectures")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_validate)
+
+    p = lsub.add_parser("export-bundle", help="ONNX files + script to build a table on another device")
+    common(p, arch=False, lut=False)
+    p.add_argument("--space", required=True)
+    p.add_argument("--out", required=True, help="bundle folder to write")
+    p.add_argument("--calibrate", type=int, default=12, help="whole networks to measure for the calibration")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_export_bundle)

@@ -1,0 +1,154 @@
+"""Lookup tables: on-demand entries, persistence, calibration, other devices, bundles."""
+
+import dataclasses
+import json
+import sqlite3
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from latency.lut import (LatencyTable, MissingEntryError, export_bundle, kendall_tau, layer_input_shape,
+                         layer_onnx, validate, validation_summary)
+from latency.lut_store import Calibration, TableFormatError, fit_scale, raw_sum_ms
+from latency.measure import MeasureConfig
+from search_spaces import references, walk
+from search_spaces.builder import build_layer
+
+# Quick settings: these tests check behaviour, never timings.
+FAST = MeasureConfig(warmup_min_s=0.0, min_runs=10, max_runs=200, time_cap_s=0.2, lock_timeout_s=120)
+SMALL = references.get("mobilenetv3_small").replace(resolution=32, num_classes=10)
+LARGE = references.get("mobilenetv3_large").replace(resolution=32, num_classes=10)
+
+
+@pytest.fixture
+def table(tmp_path):
+    return LatencyTable(tmp_path / "t.sqlite", FAST)
+
+
+def test_entries_are_measured_once_and_persist(table, tmp_path):
+    keys = {layer.key for layer in walk(SMALL)}
+    first = table.predict(SMALL)
+    assert first.measured_now == len(keys)
+    assert table.predict(SMALL).measured_now == 0
+    again = LatencyTable(tmp_path / "t.sqlite", FAST)  # a new process would see the same file
+    p = again.predict(SMALL)
+    assert p.measured_now == 0 and p.latency_ms == pytest.approx(first.latency_ms)
+    assert len(p.layer_ms) == len(walk(SMALL)) and all(ms >= 0 for ms in p.layer_ms)
+    # Large shares no keys with Small at this size except those it really shares.
+    shared = keys & {layer.key for layer in walk(LARGE)}
+    assert again.predict(LARGE).measured_now == len({layer.key for layer in walk(LARGE)} - shared)
+
+
+def test_prediction_is_the_sum_of_entries_without_calibration(table):
+    p = table.predict(SMALL)
+    assert not p.calibrated
+    assert p.latency_ms == pytest.approx(p.raw_sum_ms)
+    assert p.raw_sum_ms == pytest.approx(sum(p.layer_ms) + table.overhead_ms)
+
+
+def test_layer_models_compute_what_the_layer_computes():
+    torch.manual_seed(0)
+    for layer in walk(SMALL)[:3] + walk(SMALL)[-2:]:
+        data = layer_onnx(layer.key)
+        sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        x = np.random.default_rng(0).standard_normal(layer_input_shape(layer.key)).astype(np.float32)
+        out = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+        torch.manual_seed(0)
+        module = build_layer(layer).eval()
+        assert out.shape == tuple(module(torch.from_numpy(x)).shape)
+
+
+def test_calibration_round_trips_through_the_file(table, tmp_path):
+    table.calibrate([SMALL, LARGE, references.get("mnasnet_a1").replace(resolution=32, num_classes=10)])
+    cal = table.calibration
+    assert cal.fitted and cal.n_points == 3 and cal.scale > 0
+    assert cal.loo_mean_abs_error is not None and cal.loo_max_abs_error >= cal.loo_mean_abs_error
+    reopened = LatencyTable(tmp_path / "t.sqlite", FAST)
+    assert reopened.calibration == cal
+    p = reopened.predict(SMALL)
+    assert p.calibrated
+    assert p.latency_ms == pytest.approx(cal.scale * (p.raw_sum_ms - reopened.overhead_ms) + reopened.overhead_ms)
+
+
+def test_fit_scale_is_the_median_ratio_with_leave_one_out_errors():
+    cal = fit_scale([(10.0, 9.0), (20.0, 18.0), (5.0, 4.5), (8.0, 8.0)])
+    assert cal.scale == pytest.approx(0.9)
+    assert cal.n_points == 4
+    assert 0 < cal.loo_mean_abs_error < 0.05 and cal.loo_max_abs_error == pytest.approx(0.1, abs=0.01)
+    assert fit_scale([(1.0, 2.0)]).loo_mean_abs_error is None
+    total, layers = raw_sum_ms([1.0, 0.5, 0.001], 0.01)  # each entry paid one run() overhead
+    assert layers == pytest.approx((0.99, 0.49, 0.0)) and total == pytest.approx(1.49)
+    assert Calibration.from_dict(cal.to_dict()) == cal
+
+
+def test_table_of_another_device_is_read_only_and_names_missing_entries(tmp_path):
+    other_cfg = dataclasses.replace(FAST, intra_op_threads=2)  # another fingerprint
+    other = LatencyTable(tmp_path / "other.sqlite", other_cfg)
+    other.predict(SMALL)
+    here = LatencyTable(tmp_path / "other.sqlite", FAST)
+    assert not here.can_measure
+    assert here.predict(SMALL).measured_now == 0
+    with pytest.raises(MissingEntryError, match=r"another device.*lacks \d+ entr.*e\.g\. (bneck|mbconv|conv|dsconv)"):
+        here.predict(LARGE)
+    with pytest.raises(Exception, match="another device"):
+        here.calibrate([SMALL])
+
+
+def test_not_a_table_is_refused(tmp_path):
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(TableFormatError, match="not a latency table"):
+        LatencyTable(bad, FAST)
+    old = tmp_path / "old.sqlite"
+    LatencyTable(old, FAST)
+    with sqlite3.connect(old) as conn:
+        conn.execute("UPDATE meta SET value = '99' WHERE name = 'schema_version'")
+    with pytest.raises(TableFormatError, match="schema 99"):
+        LatencyTable(old, FAST)
+
+
+def test_bundle_builds_a_table_on_a_device_without_torch(tmp_path):
+    keys = {layer.key for layer in walk(SMALL)}
+    bundle = export_bundle(keys, [SMALL, LARGE], tmp_path / "bundle")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    all_keys = keys | {layer.key for layer in walk(LARGE)}  # the calibration networks' layers come along
+    assert len(manifest["entries"]) == len(all_keys) and len(manifest["networks"]) == 2
+    out = tmp_path / "device.sqlite"
+    # -I: isolated mode (no PYTHONPATH, no site dir of the project): only the bundle is importable.
+    code = (
+        "import runpy, sys; sys.argv = ['device_lut.py', sys.argv[1], '--out', sys.argv[2]];"
+        "import builtins; real = builtins.__import__\n"
+        "def guard(name, *a, **k):\n"
+        "    assert not name.startswith(('torch', 'search_spaces', 'nas')), name\n"
+        "    return real(name, *a, **k)\n"
+        "builtins.__import__ = guard\n"
+        "runpy.run_path(sys.argv[1] + '/device_lut.py', run_name='__main__')"
+    )
+    proc = subprocess.run([sys.executable, "-I", "-c", code, str(bundle), str(out)], capture_output=True,
+                          text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode in (0, None) or "SystemExit: 0" in proc.stderr, proc.stderr[-2000:]
+    table = LatencyTable(out, FAST)  # same machine here, but it could be any device
+    p = table.predict(SMALL, measure_missing=False)
+    assert p.measured_now == 0 and p.calibrated
+    assert table.calibration.n_points == 2
+
+
+def test_validation_summary_and_kendall():
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
+    assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
+    from latency.lut import ValidationRow
+
+    rows = [ValidationRow("a", "x", 1.05, 1.0), ValidationRow("b", "y", 1.7, 2.0), ValidationRow("c", "z", 3.0, 3.0)]
+    s = validation_summary(rows)
+    assert s["within_10pct"] == pytest.approx(2 / 3) and s["max_abs_error"] == pytest.approx(0.15)
+    assert s["kendall_tau"] == 1.0
+
+
+def test_validate_measures_and_predicts(table):
+    rows = validate(table, [SMALL, LARGE])
+    assert [r.arch_id for r in rows] == [SMALL.arch_id, LARGE.arch_id]
+    assert all(r.measured_ms > 0 and r.predicted_ms > 0 for r in rows)
