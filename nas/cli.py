@@ -127,6 +127,15 @@ def _add_latency_commands(sub: argparse._SubParsersAction) -> None:
 COMMAND_GROUPS.append(_add_latency_commands)
 
 
+def _add_search_command(sub: argparse._SubParsersAction) -> None:
+    from nas.cli_search import add_search_command
+
+    add_search_command(sub)
+
+
+COMMAND_GROUPS.append(_add_search_command)
+
+
 def _positive_int(text: str) -> int:
     try:
         v = int(text)

@@ -16,6 +16,7 @@ trial failed instead of scoring a broken model.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -27,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latency.device import compute_slot
 from nas.data import Dataset
 
 __all__ = [
@@ -127,6 +129,9 @@ class TrainConfig:
             The reference models use 0.01 (TF's decay 0.99), made for hundreds of epochs: after a
             few hundred proxy steps their running statistics would still be mostly the initial
             values and held-out accuracy would be chance. None keeps the model's own.
+        yield_to_measurements: Pause between steps while a latency measurement runs on this
+            machine (:func:`latency.device.compute_slot`), so that measurements stay trustworthy
+            while candidates train on the same cores.
     """
 
     epochs: float | None = None
@@ -153,6 +158,7 @@ class TrainConfig:
     log_every_steps: int = 20
     max_loss: float = 100.0
     bn_momentum: float | None = 0.1
+    yield_to_measurements: bool = True
 
     def __post_init__(self) -> None:
         # Accept the plain strings that come out of JSON or a CLI.
@@ -206,7 +212,8 @@ _FIELD_RULES: tuple[tuple[str, str, Callable[[object], bool]], ...] = (
     ("time_budget_s", "> 0 or None", lambda v: v is None or (_is_number(v) and v > 0)),
     ("max_loss", "> 0", lambda v: _is_number(v) and v > 0),
     ("bn_momentum", "in (0, 1] or None", lambda v: v is None or (_is_number(v) and 0 < v <= 1)),
-    *((name, "a bool", lambda v: isinstance(v, bool)) for name in ("nesterov", "horizontal_flip", "channels_last")),
+    *((name, "a bool", lambda v: isinstance(v, bool))
+      for name in ("nesterov", "horizontal_flip", "channels_last", "yield_to_measurements")),
     ("seed", "an int", _is_int),
 )
 
@@ -627,6 +634,9 @@ def _train_loop(
     optimizer = _make_optimizer(model, cfg)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
+    # Each step holds a shared claim on the device, so a latency measurement (which takes it
+    # exclusively) never runs while this process computes: see latency.device.compute_slot.
+    slot = compute_slot if cfg.yield_to_measurements else contextlib.nullcontext
     curve: list[tuple[int, float]] = []
     window_sum, window_steps = 0.0, 0
     step = 0
@@ -637,17 +647,18 @@ def _train_loop(
         lr = learning_rate(step, planned_steps, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        inputs = preprocess(data.train_images[batch], cfg, stats, generator)
-        logits = model(inputs)
-        if step == 0:
-            _check_logits(logits, batch_size, data.num_classes)
-        loss = criterion(logits, data.train_labels[batch])
-        loss_value = loss.item()
-        if not math.isfinite(loss_value) or loss_value > cfg.max_loss:
-            raise TrainingDiverged(step, loss_value)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        with slot():
+            inputs = preprocess(data.train_images[batch], cfg, stats, generator)
+            logits = model(inputs)
+            if step == 0:
+                _check_logits(logits, batch_size, data.num_classes)
+            loss = criterion(logits, data.train_labels[batch])
+            loss_value = loss.item()
+            if not math.isfinite(loss_value) or loss_value > cfg.max_loss:
+                raise TrainingDiverged(step, loss_value)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
         step += 1
         window_sum += loss_value
         window_steps += 1

@@ -1,0 +1,109 @@
+"""``nas search``: parse options into a :class:`nas.search.SearchConfig` and run it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_STEPS = 150
+
+
+def cmd_search(args) -> int:
+    from nas.evaluate import EvalConfig
+    from nas.search import CONFIG_FILE, PRESETS, SearchConfig, SearchError, run_search
+    from search_spaces.table import format_table
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / CONFIG_FILE).exists():
+            raise SearchError(f"{run_dir} holds no search to resume (no {CONFIG_FILE})")
+        cfg = SearchConfig.from_dict(json.loads((run_dir / CONFIG_FILE).read_text())["search"])
+        if args.trials is not None:
+            cfg = SearchConfig.from_dict({**cfg.to_dict(), "trials": args.trials})
+    else:
+        preset = PRESETS.get(args.preset, {}) if args.preset else {}
+        alpha, beta = {"soft": (-0.07, -0.07), "hard": (0.0, -1.0)}.get(args.reward, (None, None))
+        alpha = args.alpha if args.alpha is not None else (alpha if alpha is not None else preset.get("alpha", -0.07))
+        beta = args.beta if args.beta is not None else (beta if beta is not None else preset.get("beta", -0.07))
+        train = {"steps": args.steps, "batch_size": args.batch_size, "resolution_px": args.train_resolution,
+                 "threads": args.cpus_per_trial}
+        eval_cfg = EvalConfig(dataset=args.dataset, data_dir=args.data_dir, holdout=args.holdout,
+                              train_subset=args.train_subset, train=train, latency=args.latency, lut_path=args.lut,
+                              deploy_resolution=args.deploy_resolution, split_seed=args.seed)
+        run_dir = args.run_dir or f"runs/search-{time.strftime('%Y%m%d-%H%M%S')}"
+        cfg = SearchConfig(
+            run_dir=run_dir, space=args.space or preset.get("space", "mobilenetv3"), searcher=args.searcher,
+            trials=16 if args.trials is None else args.trials, target_ms=args.target_ms,
+            target_like=args.target_like or (None if args.target_ms else preset.get("target_like")),
+            alpha=alpha, beta=beta, seed=args.seed, seeds=not args.no_seeds, workers=args.workers,
+            cpus_per_trial=args.cpus_per_trial, ray_address=args.ray_address, top_k=args.top_k, eval=eval_cfg,
+        )
+    echo = None if args.json else (lambda line: print(line, flush=True))
+    outcome = run_search(cfg, resume=bool(args.resume), force=args.force, echo=echo)
+    if args.json:
+        json.dump({"run_dir": str(outcome.run_dir), "found": outcome.found_metrics, "completed": outcome.completed,
+                   "failed": outcome.failed, "wall_s": outcome.wall_s}, sys.stdout, indent=2)
+        print()
+        return 0 if outcome.found else 1
+    print(f"\n{outcome.completed} trials completed, {outcome.failed} failed, in {outcome.wall_s / 60:.1f} min")
+    if outcome.found is None:
+        print("no architecture found: every trial failed (see trials.csv)")
+        return 1
+    m = outcome.found_metrics
+    print(f"found: trial {m['trial']} (id {m['arch_id']}): held-out accuracy {m['accuracy']:.4f}, "
+          f"measured {m['latency_measured_ms']:.3f} ms at {m['deploy_resolution']}² (target {m['target_ms']:.2f} ms), "
+          f"{m['params']:,} params, {m['madds'] / 1e6:.1f}M MAdds")
+    print(format_table(outcome.found))
+    print(f"\nwrote {outcome.run_dir}/found.json (next: netadapt refine --arch {outcome.run_dir}/found.json), "
+          f"trials.csv, pareto.csv")
+    return 0
+
+
+def add_search_command(sub: argparse._SubParsersAction) -> None:
+    from nas.searchers import SEARCHERS
+    from search_spaces.spaces import SPACE_NAMES
+
+    p = sub.add_parser("search", help="MnasNet-style search: accuracy and measured latency",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t = p.add_argument_group("target and reward")
+    t.add_argument("--target-ms", type=float, help="latency target T in ms on this device")
+    t.add_argument("--target-like", metavar="ARCH", help="target = this reference's latency on this device")
+    t.add_argument("--preset", choices=("large", "small"),
+                   help="large: MobileNetV3 space, w=-0.07, T=MnasNet-A1's latency; small: small space, w=-0.15, "
+                        "T=MobileNetV3-Small's latency")
+    t.add_argument("--reward", choices=("soft", "hard"), help="soft: α=β=-0.07 (MnasNet); hard: α=0, β=-1")
+    t.add_argument("--alpha", type=float, help="reward exponent when latency ≤ T")
+    t.add_argument("--beta", type=float, help="reward exponent when latency > T")
+    s = p.add_argument_group("search")
+    s.add_argument("--space", choices=SPACE_NAMES, help="search space (default: mobilenetv3, or the preset's)")
+    s.add_argument("--searcher", choices=SEARCHERS, default="rl")
+    s.add_argument("--trials", type=int, help="trials to run, seeds included (default 16)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--no-seeds", action="store_true", help="do not enqueue the space's known architectures first")
+    s.add_argument("--top-k", type=int, default=3, help="best candidates re-measured whole at the end")
+    d = p.add_argument_group("proxy task")
+    d.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "cifar10", "imagefolder"))
+    d.add_argument("--data-dir", help="dataset folder (fashion-mnist default: /usr/share/datasets/fashion-mnist)")
+    d.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="proxy training steps per candidate")
+    d.add_argument("--batch-size", type=int, default=128)
+    d.add_argument("--train-resolution", type=int, default=32, help="training input resolution")
+    d.add_argument("--holdout", type=int, default=10_000, help="held-out training images for accuracy")
+    d.add_argument("--train-subset", type=int, help="train on at most this many images")
+    l = p.add_argument_group("latency")
+    l.add_argument("--latency", choices=("predicted", "measured"), default="predicted",
+                   help="calibrated lookup table, or whole-network measurement per trial")
+    l.add_argument("--lut", help="latency table file (default: this device's in ~/.cache/hwnas/lut; "
+                                 "or one built on another device)")
+    l.add_argument("--deploy-resolution", type=int, default=224, help="resolution at which latency is taken")
+    r = p.add_argument_group("execution and output")
+    r.add_argument("--run-dir", help="run directory (default runs/search-<time>)")
+    r.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped search")
+    r.add_argument("--force", action="store_true", help="overwrite a non-empty --run-dir")
+    r.add_argument("--ray-address", help="join a Ray cluster (e.g. auto) instead of a local one")
+    r.add_argument("--workers", type=int, help="concurrent evaluations (default: CPUs / --cpus-per-trial)")
+    r.add_argument("--cpus-per-trial", type=int, default=1)
+    r.add_argument("--json", action="store_true", help="print only a JSON summary")
+    p.set_defaults(func=cmd_search)

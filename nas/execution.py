@@ -1,0 +1,117 @@
+"""Running evaluations as Ray tasks, locally or on a cluster.
+
+Each evaluation is one task declaring the CPUs it uses. Without ``--ray-address`` a private local
+Ray instance is started on the loopback address with the dashboard off (``address="local"``, so a
+stray ``ray start`` on the machine is never joined by accident), and torn down at the end; with an
+address (or ``auto``), the search joins that cluster. Worker crashes (a killed process, a lost node)
+are retried by Ray up to ``max_retries`` times; errors raised by the evaluation code are not retried
+— a candidate that diverges would diverge again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from nas.evaluate import EvalConfig, EvalResult, evaluate_candidate
+
+
+class WorkerLostError(RuntimeError):
+    """A task's worker or node died more often than the retry budget allows."""
+
+
+def _ray_env_defaults() -> None:
+    # No telemetry, no token file in $HOME: this framework never talks to the network.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+def _evaluate_task(spec_json: str, cfg: EvalConfig, seed: int) -> EvalResult:
+    return evaluate_candidate(spec_json, cfg, seed)
+
+
+@dataclass
+class RayPool:
+    """A thin wrapper over Ray tasks: submit evaluations, wait for some, get results.
+
+    Args:
+        address: a Ray cluster address (``auto``, ``ray://...``, ``host:port``) or None for a
+            private local instance.
+        num_cpus: CPUs of the local instance (default: all).
+        cpus_per_trial: CPUs each evaluation declares (torch threads follow it).
+        max_retries: retries after a worker/node dies while evaluating.
+        dashboard: start Ray's dashboard (local instance only; bound to 127.0.0.1).
+    """
+
+    address: str | None = None
+    num_cpus: int | None = None
+    cpus_per_trial: int = 1
+    max_retries: int = 2
+    dashboard: bool = False
+
+    def __post_init__(self):
+        _ray_env_defaults()
+        import ray
+
+        self._ray = ray
+        self._owns_instance = False
+        if not ray.is_initialized():
+            if self.address:
+                ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False)
+            else:
+                ray.init(
+                    address="local",
+                    num_cpus=self.num_cpus or os.cpu_count(),
+                    include_dashboard=self.dashboard,
+                    dashboard_host="127.0.0.1",
+                    _node_ip_address="127.0.0.1",
+                    object_store_memory=512 * 1024 * 1024,
+                    logging_level=logging.WARNING,
+                    log_to_driver=False,
+                )
+                self._owns_instance = True
+        self._task = ray.remote(num_cpus=self.cpus_per_trial, max_retries=self.max_retries,
+                                retry_exceptions=False)(_evaluate_task)
+
+    @property
+    def slots(self) -> int:
+        """Evaluations that can run at once on the whole cluster."""
+        cpus = int(self._ray.cluster_resources().get("CPU", 1))
+        return max(1, cpus // self.cpus_per_trial)
+
+    def submit(self, spec_json: str, cfg: EvalConfig, seed: int) -> Any:
+        return self._task.remote(spec_json, cfg, seed)
+
+    def wait(self, refs: list, timeout_s: float) -> list:
+        done, _ = self._ray.wait(refs, num_returns=1, timeout=timeout_s)
+        if done:  # collect everything else that is already finished too
+            more, _ = self._ray.wait([r for r in refs if r not in done], num_returns=len(refs) - len(done),
+                                     timeout=0)
+            done = done + more
+        return done
+
+    def result(self, ref) -> EvalResult:
+        """The task's result; application errors re-raise as themselves, lost workers as WorkerLostError."""
+        from ray import exceptions as rex
+
+        try:
+            return self._ray.get(ref)
+        except rex.RayTaskError as e:
+            cause = e.as_instanceof_cause()
+            raise cause from None
+        except (rex.WorkerCrashedError, rex.NodeDiedError, rex.OwnerDiedError, rex.ObjectLostError,
+                rex.TaskUnschedulableError) as e:
+            raise WorkerLostError(f"{type(e).__name__}: {str(e).splitlines()[0]}") from None
+
+    def cancel(self, refs: list) -> None:
+        for r in refs:
+            try:
+                self._ray.cancel(r, force=True)
+            except Exception:  # noqa: BLE001 - best effort on shutdown
+                pass
+
+    def shutdown(self) -> None:
+        if self._owns_instance and self._ray.is_initialized():
+            self._ray.shutdown()

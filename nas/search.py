@@ -1,0 +1,482 @@
+"""The MnasNet-style search loop: ask a searcher, evaluate on Ray, tell, record — resumably.
+
+Paper: Tan et al., "MnasNet: Platform-Aware Neural Architecture Search for Mobile", CVPR 2019,
+https://arxiv.org/abs/1807.11626 (reward ACC·(LAT/T)^w, §3; search loop, §4.2).
+
+The search state is an Optuna study in the run directory (``study.journal``); every searcher is an
+Optuna sampler, so persistence, resume and the trial table come for free. Each trial's record (arch
+id, accuracy, latencies, costs, reward, timings, error) is stored in the trial's user attributes,
+and ``trials.csv`` is rewritten from the study after every trial (atomically). At the end the top-k
+candidates are re-measured whole on the device while nothing else runs, and the best one is written
+as ``found.json`` (a spec: the input of ``netadapt refine --arch``) with its weights ``found.pt``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from nas.evaluate import EvalConfig, EvalResult, candidate_latency, latency_table
+from search_spaces import ArchSpec, references
+from search_spaces._io import atomic_write_bytes, atomic_write_text
+
+PRESETS = {
+    # MobileNetV3 §4.1: Large reused MnasNet's search (w = −0.07) with A1 as the seed; Small was a
+    # new search with w = −0.15 in a smaller space.
+    "large": {"space": "mobilenetv3", "alpha": -0.07, "beta": -0.07, "target_like": "mnasnet_a1"},
+    "small": {"space": "mobilenetv3_small", "alpha": -0.15, "beta": -0.15, "target_like": "mobilenetv3_small"},
+}
+CONFIG_FILE = "config.json"
+STUDY_FILE = "study.journal"
+STUDY_NAME = "search"
+
+
+class SearchError(ValueError):
+    """A search that cannot start or go on (bad options, a run directory in the way, ...)."""
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything a search needs; saved as ``config.json`` and reloaded by ``--resume``.
+
+    Attributes:
+        run_dir: the run directory.
+        space: search space name (see :mod:`search_spaces.spaces`).
+        searcher: ``rl``, ``evolution``, ``tpe``, ``nsga2`` or ``random``.
+        trials: trials to finish (completed or failed), seeds included.
+        target_ms: latency target T in ms (or None with ``target_like``).
+        target_like: a reference architecture whose latency on this device is the target.
+        alpha, beta: reward exponents (w = α if LAT ≤ T else β); soft: −0.07/−0.07, hard: 0/−1.
+        seed: seeds the searcher, the held-out split and every candidate's training.
+        seeds: enqueue the space's known architectures first.
+        workers: concurrent evaluations (None: all CPUs of the Ray cluster / cpus_per_trial).
+        cpus_per_trial: CPUs (and torch threads) per evaluation.
+        ray_address: join this Ray cluster instead of starting a local one.
+        max_retries: Ray retries of an evaluation whose worker died.
+        top_k: candidates re-measured whole on the device at the end.
+        eval: how candidates are evaluated (data, training budget, latency mode and table).
+    """
+
+    run_dir: str
+    space: str = "mobilenetv3"
+    searcher: str = "rl"
+    trials: int = 16
+    target_ms: float | None = None
+    target_like: str | None = None
+    alpha: float = -0.07
+    beta: float = -0.07
+    seed: int = 0
+    seeds: bool = True
+    workers: int | None = None
+    cpus_per_trial: int = 1
+    ray_address: str | None = None
+    max_retries: int = 2
+    top_k: int = 3
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["eval"] = self.eval.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SearchConfig":
+        d = dict(d)
+        d["eval"] = EvalConfig(**d.get("eval", {}))
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# ------------------------------------------------------------------------------------------------
+# Run directory
+# ------------------------------------------------------------------------------------------------
+
+
+def prepare_run_dir(path: Path, force: bool) -> None:
+    """Create ``path``; refuse one that already holds a run unless ``force`` (then it is cleared)."""
+    if path.exists() and not path.is_dir():
+        raise SearchError(f"run directory {path} exists and is not a directory")
+    if path.exists() and any(path.iterdir()):
+        if not force:
+            raise SearchError(f"run directory {path} is not empty; use --resume {path} to continue it, "
+                              "--force to overwrite it, or another --run-dir")
+        shutil.rmtree(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise SearchError(f"run directory {path} is not writable ({e.strerror})") from None
+
+
+def environment() -> dict:
+    import onnxruntime
+    import optuna
+    import ray
+    import torch
+
+    return {"python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__, "optuna": optuna.__version__, "ray": ray.__version__,
+            "numpy": np.__version__, "cpus": os.cpu_count(), "argv": sys.argv}
+
+
+def _log(run_dir: Path, line: str, echo: Callable[[str], None] | None) -> None:
+    with open(run_dir / "log.txt", "a") as f:
+        f.write(time.strftime("%H:%M:%S ") + line + "\n")
+    if echo:
+        echo(line)
+
+
+# ------------------------------------------------------------------------------------------------
+# Trials: records in the study's user attributes, trials.csv and pareto.csv
+# ------------------------------------------------------------------------------------------------
+
+RECORD_FIELDS = ("arch_id", "seed_name", "accuracy", "latency_ms", "latency_predicted_ms", "latency_measured_ms",
+                 "reward", "madds", "params", "train_s", "eval_s", "latency_s", "total_s", "images_per_s",
+                 "error")
+
+
+def trial_rows(study, space, remeasured: dict[int, float]) -> list[dict]:
+    """One dict per trial, in trial order (the rows of trials.csv)."""
+    import optuna
+
+    names = [d.name for d in space.decisions()]
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row = {"number": t.number, "state": t.state.name}
+        row.update({f: t.user_attrs.get(f) for f in RECORD_FIELDS})
+        if t.number in remeasured:
+            row["latency_measured_ms"] = remeasured[t.number]
+        if t.state == optuna.trial.TrialState.FAIL and "error" not in t.user_attrs:
+            row["state"] = "INTERRUPTED"  # run again as a later trial (see rerun_of)
+        row.update({n: t.params.get(n) for n in names})
+        rows.append(row)
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        atomic_write_text(path, "")
+        return
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def pareto_front(rows: list[dict]) -> list[dict]:
+    """Completed trials not dominated in (accuracy ↑, latency ↓), sorted by latency."""
+    done = [r for r in rows if r["state"] == "COMPLETE" and r["accuracy"] is not None]
+    done.sort(key=lambda r: (_latency(r), -r["accuracy"]))
+    front, best_acc = [], -1.0
+    for r in done:
+        if r["accuracy"] > best_acc:
+            front.append(r)
+            best_acc = r["accuracy"]
+    return front
+
+
+def _latency(row: dict) -> float:
+    return row.get("latency_measured_ms") or row["latency_ms"]
+
+
+# ------------------------------------------------------------------------------------------------
+# The loop
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SearchOutcome:
+    run_dir: Path
+    found: ArchSpec | None
+    found_metrics: dict | None
+    completed: int
+    failed: int
+    wall_s: float
+
+
+def check_target(cfg: SearchConfig) -> None:
+    """Cheap checks of the target options, before anything is measured or started."""
+    if cfg.target_ms is not None:
+        if not (math.isfinite(cfg.target_ms) and cfg.target_ms > 0):
+            raise SearchError(f"--target-ms must be a positive number, got {cfg.target_ms}")
+    elif not cfg.target_like:
+        raise SearchError("give --target-ms, --target-like ARCH or --preset large|small")
+    elif cfg.target_like not in references.names():
+        raise SearchError(f"--target-like: unknown architecture {cfg.target_like!r}; "
+                          f"known: {', '.join(references.names())}")
+
+
+def resolve_target(cfg: SearchConfig, space, echo=None) -> float:
+    """T in ms: given, or the latency of ``target_like`` on this device (same table/measurer)."""
+    check_target(cfg)
+    if cfg.target_ms is not None:
+        return float(cfg.target_ms)
+    ref = references.get(cfg.target_like).replace(in_channels=space.in_channels, num_classes=space.num_classes)
+    pred, meas = candidate_latency(ref, cfg.eval)
+    target = meas or pred
+    if echo:
+        echo(f"target: latency of {cfg.target_like} on this device = {target:.3f} ms")
+    return target
+
+
+def corner_specs(space) -> dict[str, ArchSpec]:
+    """The fastest and slowest corners of a space (bounds of its reachable latency range)."""
+    low, high = {}, {}
+    for d in space.decisions():
+        field_name = d.name.split(".", 1)[1]
+        fastest = {"op": "dsconv", "kernel": 3, "se": 0.0, "skip": "none", "filters": 0.75, "layers": -1,
+                   "act": "relu"}[field_name]
+        slowest = {"op": "conv", "kernel": 5, "se": 0.25, "skip": "identity", "filters": 1.25, "layers": 1,
+                   "act": "hswish"}[field_name]
+        low[d.name], high[d.name] = fastest, slowest
+    return {"fastest": space.decode(low), "slowest": space.decode(high)}
+
+
+def ensure_calibration(cfg: SearchConfig, space, echo=None) -> None:
+    """A predicted-latency search needs a calibrated table: fit one on a few whole networks if absent."""
+    if cfg.eval.latency != "predicted":
+        return
+    table = latency_table(cfg.eval)
+    if table.calibration.n_points >= 3 or not table.can_measure:
+        return
+    rng = np.random.default_rng(cfg.seed)
+    specs = [space.decode(v) for v in space.seeds().values()]
+    while len(specs) < 4:
+        specs.append(space.decode(space.sample(rng)))
+    specs = [s.replace(resolution=cfg.eval.deploy_resolution) for s in specs]
+    if echo:
+        echo(f"calibrating the latency table {table.path} on {len(specs)} whole networks (once per device)")
+    cal = table.calibrate(specs)
+    if echo:
+        echo(f"  calibration scale {cal.scale:.3f}, leave-one-out error {cal.loo_mean_abs_error:.1%}")
+
+
+def run_search(cfg: SearchConfig, *, resume: bool = False, force: bool = False,
+               echo: Callable[[str], None] | None = print) -> SearchOutcome:
+    """Run (or resume) a search; returns where the result is. See the module docstring."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from nas.data import load_dataset
+    from nas.execution import RayPool, WorkerLostError
+    from nas.rewards import RewardConfig, mnas_reward
+    from nas.searchers import SEARCHERS, distributions, make_sampler, study_directions
+    from search_spaces.spaces import get_space
+
+    t_start = time.perf_counter()
+    run_dir = Path(cfg.run_dir)
+    if cfg.searcher not in SEARCHERS:
+        raise SearchError(f"unknown searcher {cfg.searcher!r}; known: {', '.join(SEARCHERS)}")
+    if cfg.trials < 1:
+        raise SearchError(f"--trials must be at least 1, got {cfg.trials}")
+    if cfg.eval.latency not in ("predicted", "measured"):
+        raise SearchError(f"--latency must be predicted or measured, got {cfg.eval.latency!r}")
+    check_target(cfg)
+    if resume:
+        if not (run_dir / CONFIG_FILE).exists():
+            raise SearchError(f"{run_dir} holds no search to resume (no {CONFIG_FILE})")
+    else:
+        prepare_run_dir(run_dir, force)
+
+    data = load_dataset(cfg.eval.dataset, cfg.eval.data_dir)  # fail fast, before Ray starts
+    space = get_space(cfg.space, resolution=cfg.eval.deploy_resolution, in_channels=data.channels,
+                      num_classes=data.num_classes)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    ensure_calibration(cfg, space, echo)
+    target = resolve_target(cfg, space, echo)
+    reward_cfg = RewardConfig(target_ms=target, alpha=cfg.alpha, beta=cfg.beta)
+
+    if not resume:
+        corners = {k: candidate_latency(s, cfg.eval) for k, s in corner_specs(space).items()}
+        low, high = (v[1] or v[0] for v in (corners["fastest"], corners["slowest"]))
+        config = {"search": cfg.to_dict(), "target_ms": target, "space_size": space.size,
+                  "latency_range_ms": [low, high], "environment": environment(),
+                  "dataset": {"name": data.name, "source": data.source, "train": len(data.train_labels),
+                              "classes": data.num_classes, "channels": data.channels},
+                  "device": latency_table(cfg.eval).fingerprint if cfg.eval.latency == "predicted" else None,
+                  "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=2, default=str))
+        _log(run_dir, f"space {cfg.space}: {space.size:.2e} architectures; latency on this device ≈ "
+                      f"{low:.2f}–{high:.2f} ms at {cfg.eval.deploy_resolution}²; target {target:.2f} ms", echo)
+        if not low <= target <= high:
+            _log(run_dir, f"warning: the target {target:.2f} ms lies outside the reachable range "
+                          f"{low:.2f}–{high:.2f} ms of this space on this device; the reward will "
+                          f"{'favour the slowest' if target > high else 'penalize every'} architecture"
+                          f"{'s' if target > high else ''}", echo)
+
+    storage = JournalStorage(JournalFileBackend(str(run_dir / STUDY_FILE)))
+    study = optuna.create_study(study_name=STUDY_NAME, storage=storage, directions=study_directions(cfg.searcher),
+                                sampler=make_sampler(cfg.searcher, space, seed=cfg.seed), load_if_exists=True)
+    dists = distributions(space)
+
+    # Interrupted trials (a killed driver leaves them RUNNING): fail them and run them again.
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+        study.enqueue_trial(t.params, user_attrs={"rerun_of": t.number}, skip_if_exists=False)
+        _log(run_dir, f"trial {t.number} was interrupted; it will run again", echo)
+    if not resume and cfg.seeds:
+        for name, params in space.seeds().items():
+            study.enqueue_trial(params, user_attrs={"seed_name": name})
+
+    def finished() -> int:
+        """Trials that count against the budget: completed, or failed in evaluation (with an error).
+        Interrupted trials (failed without an error) were enqueued again and do not count."""
+        return sum(1 for t in study.get_trials(deepcopy=False)
+                   if t.state == optuna.trial.TrialState.COMPLETE
+                   or (t.state == optuna.trial.TrialState.FAIL and "error" in t.user_attrs))
+
+    remeasured_path = run_dir / "remeasured.json"
+    remeasured = {int(k): v for k, v in json.loads(remeasured_path.read_text()).items()} if remeasured_path.exists() else {}
+    weights_dir = run_dir / "weights"
+    weights_dir.mkdir(exist_ok=True)
+
+    pool = RayPool(address=cfg.ray_address, cpus_per_trial=cfg.cpus_per_trial, max_retries=cfg.max_retries)
+    in_flight: dict = {}
+    durations: list[float] = []
+    try:
+        slots = cfg.workers or pool.slots
+        _log(run_dir, f"searcher {cfg.searcher}, {cfg.trials} trials, {slots} at a time on Ray; "
+                      f"latency {cfg.eval.latency}; run directory {run_dir}", echo)
+        done_count = finished()
+        while done_count + len(in_flight) < cfg.trials or in_flight:
+            while len(in_flight) < slots and done_count + len(in_flight) < cfg.trials:
+                trial = study.ask(dists)
+                spec = space.decode(trial.params)
+                trial.set_user_attr("arch_id", spec.arch_id)
+                ref = pool.submit(spec.to_json(), cfg.eval, cfg.seed)
+                in_flight[ref] = (trial, spec, time.perf_counter())
+            for ref in pool.wait(list(in_flight), timeout_s=5.0):
+                trial, spec, t0 = in_flight.pop(ref)
+                try:
+                    res = pool.result(ref)
+                except WorkerLostError as e:
+                    res = EvalResult(arch_id=spec.arch_id, error=f"worker lost after retries: {e}", error_kind="lost")
+                _record(study, trial, res, reward_cfg, cfg, mnas_reward)
+                if res.weights is not None:
+                    atomic_write_bytes(weights_dir / f"trial_{trial.number}.pt", res.weights)
+                durations.append(time.perf_counter() - t0)
+                done_count = finished()
+                rows = trial_rows(study, space, remeasured)
+                _prune_weights(weights_dir, rows, cfg.top_k)
+                write_csv(run_dir / "trials.csv", rows)
+                _log(run_dir, _progress_line(rows, done_count, cfg.trials, durations, slots, res, trial.number), echo)
+    except BaseException:
+        pool.cancel(list(in_flight))
+        raise
+    finally:
+        pool.shutdown()
+
+    rows = trial_rows(study, space, remeasured)
+    found, metrics = _finish(cfg, study, space, rows, remeasured, remeasured_path, reward_cfg, run_dir, echo)
+    rows = trial_rows(study, space, remeasured)
+    write_csv(run_dir / "trials.csv", rows)
+    write_csv(run_dir / "pareto.csv", pareto_front(rows))
+    completed = sum(r["state"] == "COMPLETE" for r in rows)
+    failed = sum(r["state"] == "FAIL" and r["error"] is not None for r in rows)
+    return SearchOutcome(run_dir, found, metrics, completed, failed, time.perf_counter() - t_start)
+
+
+def _record(study, trial, res: EvalResult, reward_cfg, cfg: SearchConfig, mnas_reward) -> None:
+    import optuna
+
+    metrics = res.metrics()
+    for f in RECORD_FIELDS:
+        if f in metrics and metrics[f] is not None:
+            trial.set_user_attr(f, metrics[f])
+    if res.error is not None:
+        trial.set_user_attr("error", res.error)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return
+    reward = mnas_reward(res.accuracy, res.latency_ms, reward_cfg)
+    trial.set_user_attr("reward", reward)
+    if cfg.searcher == "nsga2":
+        trial.set_constraint("latency", res.latency_ms - reward_cfg.target_ms)
+        study.tell(trial, [res.accuracy, res.latency_ms])
+    else:
+        study.tell(trial, [reward])
+
+
+def _prune_weights(weights_dir: Path, rows: list[dict], keep: int) -> None:
+    """Keep the weights of the ``keep`` best trials by reward only (each is tens of MB)."""
+    ranked = sorted((r for r in rows if r["reward"] is not None), key=lambda r: -r["reward"])
+    wanted = {f"trial_{r['number']}.pt" for r in ranked[:keep]}
+    for p in weights_dir.glob("trial_*.pt"):
+        if p.name not in wanted:
+            p.unlink(missing_ok=True)
+
+
+def _progress_line(rows, done, total, durations, slots, res: EvalResult, number: int) -> str:
+    best = max((r for r in rows if r["reward"] is not None), key=lambda r: r["reward"], default=None)
+    remaining = max(0, total - done)
+    eta = (sorted(durations)[len(durations) // 2] * remaining / slots) if durations else 0
+    if res.error:
+        last = f"trial {number} FAILED: {res.error}"
+    else:
+        last = f"trial {number}: acc {res.accuracy:.3f}, {res.latency_ms:.2f} ms"
+    head = f"[{done}/{total}] {last}"
+    if best:
+        head += f" | best reward {best['reward']:.4f} (acc {best['accuracy']:.3f}, {best['latency_ms']:.2f} ms)"
+    return head + f" | ETA {int(eta // 60)}m{int(eta % 60):02d}s"
+
+
+def _finish(cfg, study, space, rows, remeasured, remeasured_path, reward_cfg, run_dir, echo):
+    """Re-measure the top-k whole on the device (nothing else running), pick and save the winner."""
+    from latency.measure import MeasureConfig, measure_onnx
+    from nas.rewards import mnas_reward
+    from search_spaces.export import export_onnx
+
+    ranked = sorted((r for r in rows if r["reward"] is not None), key=lambda r: -r["reward"])[: cfg.top_k]
+    if not ranked:
+        _log(run_dir, "no trial completed: nothing to save (see trials.csv for the errors)", echo)
+        return None, None
+    mcfg = MeasureConfig.from_dict(cfg.eval.measure) if cfg.eval.measure else MeasureConfig()
+    table = latency_table(cfg.eval) if cfg.eval.latency == "predicted" else None
+    best, best_reward = None, -1.0
+    for r in ranked:
+        trial = study.trials[r["number"]]
+        spec = space.decode(trial.params)
+        deploy = spec.replace(resolution=cfg.eval.deploy_resolution)
+        if r["number"] not in remeasured:
+            remeasured[r["number"]] = measure_onnx(export_onnx(deploy), mcfg).median_ms
+            atomic_write_text(remeasured_path, json.dumps(remeasured, indent=1))
+            if table is not None and table.can_measure:
+                table.add_point(deploy, remeasured[r["number"]])  # improves the calibration for next time
+        measured = remeasured[r["number"]]
+        reward = mnas_reward(r["accuracy"], measured, reward_cfg)
+        _log(run_dir, f"re-measured trial {r['number']}: {measured:.3f} ms (predicted "
+                      f"{r['latency_predicted_ms'] or float('nan'):.3f} ms), reward {reward:.4f}", echo)
+        if reward > best_reward:
+            best, best_reward = (r, spec), reward
+    if table is not None and table.can_measure and table.store.points():
+        table.fit()
+    row, spec = best
+    name = f"{cfg.space}-{cfg.searcher}-trial{row['number']}"
+    found = spec.replace(name=name)
+    found.save(run_dir / "found.json")
+    metrics = {"trial": row["number"], "arch_id": found.arch_id, "accuracy": row["accuracy"],
+               "latency_measured_ms": remeasured[row["number"]], "latency_predicted_ms": row["latency_predicted_ms"],
+               "reward": best_reward, "target_ms": reward_cfg.target_ms, "madds": row["madds"],
+               "params": row["params"], "deploy_resolution": cfg.eval.deploy_resolution,
+               "train_resolution": cfg.eval.train.get("resolution_px", 32), "dataset": cfg.eval.dataset}
+    atomic_write_text(run_dir / "found_metrics.json", json.dumps(metrics, indent=2))
+    weights = run_dir / "weights" / f"trial_{row['number']}.pt"
+    if weights.exists():
+        shutil.copyfile(weights, run_dir / "found.pt")
+    return found, metrics

@@ -1,0 +1,101 @@
+"""The search loop end to end: real data, real training, real Ray, real ONNX Runtime — tiny budgets."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nas.evaluate import EvalConfig
+from nas.search import SearchConfig, SearchError, run_search
+from search_spaces import load
+from search_spaces.builder import build_model
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+pytestmark = pytest.mark.skipif(not FMNIST.exists(), reason="needs the dataset-fashion-mnist Debian package")
+
+FAST_MEASURE = {"warmup_min_s": 0.0, "min_runs": 10, "max_runs": 200, "time_cap_s": 0.2}
+
+
+def tiny(run_dir, **changes) -> SearchConfig:
+    eval_cfg = EvalConfig(holdout=500, train_subset=1000, train={"steps": 4, "batch_size": 32, "threads": 1},
+                          deploy_resolution=64, measure=FAST_MEASURE, lut_path=str(Path(run_dir).parent / "t.sqlite"))
+    cfg = SearchConfig(run_dir=str(run_dir), space="mobilenetv3_small", searcher="random", trials=3, target_ms=0.5,
+                       top_k=2, eval=eval_cfg)
+    return SearchConfig.from_dict({**cfg.to_dict(), **changes, "eval": {**eval_cfg.to_dict(), **changes.pop("eval", {})}})
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HWNAS_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_search_writes_a_complete_run_directory(tmp_path):
+    out = run_search(tiny(tmp_path / "run"), echo=None)
+    run = tmp_path / "run"
+    for name in ("config.json", "study.journal", "trials.csv", "pareto.csv", "found.json", "found_metrics.json",
+                 "found.pt", "log.txt", "remeasured.json"):
+        assert (run / name).exists(), name
+    rows = read_csv(run / "trials.csv")
+    assert len(rows) == 3 and all(r["state"] == "COMPLETE" for r in rows)
+    assert rows[0]["b0.op"] and float(rows[0]["accuracy"]) >= 0 and float(rows[0]["latency_predicted_ms"]) > 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["search"]["seed"] == 0 and config["environment"]["torch"] == torch.__version__
+    low, high = config["latency_range_ms"]
+    assert 0 < low < high
+    found = load(run / "found.json")
+    assert found.arch_id == out.found.arch_id and found.num_classes == 10 and found.in_channels == 1
+    model = build_model(found)
+    model.load_state_dict(torch.load(run / "found.pt", weights_only=True))
+    metrics = json.loads((run / "found_metrics.json").read_text())
+    assert metrics["latency_measured_ms"] > 0 and metrics["arch_id"] == found.arch_id
+    # the winner was re-measured; the seed (the first trial) was the space's known architecture
+    assert str(metrics["trial"]) in json.loads((run / "remeasured.json").read_text())
+    assert out.completed == 3 and out.failed == 0
+
+
+def test_existing_run_is_never_overwritten_and_resume_extends_it(tmp_path):
+    run = tmp_path / "run"
+    run_search(tiny(run, trials=2), echo=None)
+    first = read_csv(run / "trials.csv")
+    with pytest.raises(SearchError, match="not empty.*--resume"):
+        run_search(tiny(run, trials=2), echo=None)
+    run_search(tiny(run, trials=3), resume=True, echo=None)
+    rows = read_csv(run / "trials.csv")
+    assert len(rows) == 3
+    for before, after in zip(first, rows[:2]):  # finished trials are kept, not re-run
+        assert (before["arch_id"], before["accuracy"]) == (after["arch_id"], after["accuracy"])
+
+
+def test_diverging_candidates_fail_their_trial_not_the_search(tmp_path):
+    cfg = tiny(tmp_path / "run", trials=2, eval={"train": {"steps": 4, "batch_size": 32, "threads": 1, "lr": 1e9}})
+    out = run_search(cfg, echo=None)
+    rows = read_csv(tmp_path / "run" / "trials.csv")
+    assert [r["state"] for r in rows] == ["FAIL", "FAIL"]
+    assert all("diverged" in r["error"] for r in rows)
+    assert out.found is None and not (tmp_path / "run" / "found.json").exists()
+
+
+@pytest.mark.parametrize(
+    "args,hint",
+    [
+        (["--target-ms", "-3"], "positive"),
+        (["--target-like", "mobilenetv9"], "unknown architecture"),
+        (["--target-ms", "5", "--data-dir", "/nonexistent/fmnist"], "apt-get install dataset-fashion-mnist"),
+        (["--target-ms", "5", "--trials", "0"], "at least 1"),
+    ],
+)
+def test_bad_options_give_one_line_errors(tmp_path, args, hint):
+    nas = str(Path(sys.executable).with_name("nas"))
+    proc = subprocess.run([nas, "search", "--run-dir", str(tmp_path / "run"), *args], capture_output=True, text=True,
+                          timeout=300, env={**__import__("os").environ, "HWNAS_CACHE_DIR": str(tmp_path / "c")})
+    assert proc.returncode == 2, proc.stderr
+    assert hint in proc.stderr and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
