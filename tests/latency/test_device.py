@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import multiprocessing as mp
 import threading
 import time
@@ -215,3 +216,58 @@ def test_forked_child_does_not_inherit_the_parents_lock(tmp_path):
     child.start()
     child.join(timeout=30)
     assert results.get(timeout=10) == "acquired"
+
+
+# -- compute_slot: training steps yield to measurements ---------------------------------------------
+
+
+def _hold_measurement(cache: str, seconds: float, started, done) -> None:
+    os.environ["HWNAS_CACHE_DIR"] = cache
+    from latency.device import device_lock
+
+    with device_lock():
+        started.set()
+        time.sleep(seconds)
+    done.value = time.monotonic()
+
+
+def _hold_slot(cache: str, seconds: float, started, entered) -> None:
+    os.environ["HWNAS_CACHE_DIR"] = cache
+    from latency.device import compute_slot
+
+    started.set()
+    with compute_slot():
+        entered.value = time.monotonic()
+        time.sleep(seconds)
+
+
+def test_compute_slot_waits_for_a_measurement_and_a_measurement_waits_for_slots(tmp_path, monkeypatch):
+    import multiprocessing as mp
+
+    from latency.device import compute_slot, device_lock
+
+    monkeypatch.setenv("HWNAS_CACHE_DIR", str(tmp_path))
+    ctx = mp.get_context("spawn")
+    started, done = ctx.Event(), ctx.Value("d", 0.0)
+    p = ctx.Process(target=_hold_measurement, args=(str(tmp_path), 0.6, started, done))
+    p.start()
+    assert started.wait(30)
+    with compute_slot():  # must not enter while the measurement holds the device
+        entered = time.monotonic()
+    p.join(30)
+    assert entered >= done.value > 0
+
+    # two trainers share the device; a measurement waits until the running step is over
+    started2, entered2 = ctx.Event(), ctx.Value("d", 0.0)
+    q = ctx.Process(target=_hold_slot, args=(str(tmp_path), 0.6, started2, entered2))
+    q.start()
+    assert started2.wait(30)
+    deadline = time.monotonic() + 30
+    while entered2.value == 0.0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with compute_slot():  # shared: no waiting for the other trainer
+        assert time.monotonic() - entered2.value < 0.5
+    with device_lock():
+        measured_at = time.monotonic()
+    q.join(30)
+    assert measured_at >= entered2.value + 0.55

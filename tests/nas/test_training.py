@@ -351,3 +351,19 @@ def test_result_is_json_ready(synthetic: Dataset, split) -> None:
     record = json.loads(json.dumps(result.to_dict()))
     assert record["steps"] == 2 and record["train_loss_curve"][-1][0] == 2
     assert set(record["input_stats"]) == {"mean", "std"}
+
+
+def test_short_proxy_training_of_a_reference_block_network_is_not_chance_and_bn_momentum_is_restored() -> None:
+    # The reference builders use BN momentum 0.01 (TF decay 0.99): without the proxy's 0.1 the
+    # running statistics stay near their initial values for a few hundred steps.
+    from search_spaces import references
+    from search_spaces.builder import build_model
+
+    data = load_dataset("fashion-mnist") if FASHION_MNIST_DEFAULT_DIR.exists() else pytest.skip("no Fashion-MNIST")
+    spec = references.get("mobilenetv3_small_050").replace(in_channels=1, num_classes=10)
+    torch.manual_seed(0)
+    model = build_model(spec)
+    train_idx, val_idx = np.arange(0, 3000), np.arange(50000, 51000)
+    result = train_model(model, data, train_idx, val_idx, TrainConfig(steps=60, batch_size=64, threads=1))
+    assert result.val_accuracy > 0.4
+    assert {m.momentum for m in model.modules() if isinstance(m, nn.BatchNorm2d)} == {0.01}
