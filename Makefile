@@ -12,7 +12,7 @@ data:
 	@bash scripts/get-data.sh
 
 demo: setup data
-	$(VENV)/bin/nas arch show mobilenetv3_large
+	$(VENV)/bin/nas search --target-ms 60
 
 # Exit status 5 (no tests collected) must fail, never pass silently.
 test: setup data

@@ -315,11 +315,13 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, force: bool = False,
         atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=2, default=str))
         _log(run_dir, f"space {cfg.space}: {space.size:.2e} architectures; latency on this device ≈ "
                       f"{low:.2f}–{high:.2f} ms at {cfg.eval.deploy_resolution}²; target {target:.2f} ms", echo)
-        if not low <= target <= high:
-            _log(run_dir, f"warning: the target {target:.2f} ms lies outside the reachable range "
-                          f"{low:.2f}–{high:.2f} ms of this space on this device; the reward will "
-                          f"{'favour the slowest' if target > high else 'penalize every'} architecture"
-                          f"{'s' if target > high else ''}", echo)
+        if target > high:
+            _log(run_dir, f"warning: every architecture of this space meets the target {target:.2f} ms on this "
+                          f"device (range {low:.2f}–{high:.2f} ms): the latency term only trades accuracy for "
+                          "speed at the reward's rate (w = α); try --target-like or a lower --target-ms", echo)
+        elif target < low:
+            _log(run_dir, f"warning: no architecture of this space meets the target {target:.2f} ms on this "
+                          f"device (range {low:.2f}–{high:.2f} ms): the search will favour the fastest ones", echo)
 
     storage = JournalStorage(JournalFileBackend(str(run_dir / STUDY_FILE)))
     study = optuna.create_study(study_name=STUDY_NAME, storage=storage, directions=study_directions(cfg.searcher),
