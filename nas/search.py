@@ -144,7 +144,7 @@ def _log(run_dir: Path, line: str, echo: Callable[[str], None] | None) -> None:
 # Trials: records in the study's user attributes, trials.csv and pareto.csv
 # ------------------------------------------------------------------------------------------------
 
-RECORD_FIELDS = ("arch_id", "seed_name", "accuracy", "latency_ms", "latency_predicted_ms", "latency_measured_ms",
+RECORD_FIELDS = ("arch_id", "seed_name", "duplicate_of", "accuracy", "latency_ms", "latency_predicted_ms", "latency_measured_ms",
                  "reward", "madds", "params", "train_s", "eval_s", "latency_s", "total_s", "images_per_s",
                  "error")
 
@@ -357,11 +357,28 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, force: bool = False,
         _log(run_dir, f"searcher {cfg.searcher}, {cfg.trials} trials, {slots} at a time on Ray; "
                       f"latency {cfg.eval.latency}; run directory {run_dir}", echo)
         done_count = finished()
+        def complete(trial, spec, res: EvalResult, t0: float) -> None:
+            nonlocal done_count
+            _record(study, trial, res, reward_cfg, cfg, mnas_reward)
+            if res.weights is not None:
+                atomic_write_bytes(weights_dir / f"trial_{trial.number}.pt", res.weights)
+            durations.append(time.perf_counter() - t0)
+            done_count = finished()
+            rows = trial_rows(study, space, remeasured)
+            _prune_weights(weights_dir, rows, cfg.top_k)
+            write_csv(run_dir / "trials.csv", rows)
+            _log(run_dir, _progress_line(rows, done_count, cfg.trials, durations, slots, res, trial.number), echo)
+
         while done_count + len(in_flight) < cfg.trials or in_flight:
             while len(in_flight) < slots and done_count + len(in_flight) < cfg.trials:
                 trial = study.ask(dists)
                 spec = space.decode(trial.params)
                 trial.set_user_attr("arch_id", spec.arch_id)
+                prior = _evaluated(study, spec.arch_id)
+                if prior is not None:  # a searcher may propose an architecture again: reuse its result
+                    trial.set_user_attr("duplicate_of", prior.number)
+                    complete(trial, spec, _result_of(prior), time.perf_counter())
+                    continue
                 ref = pool.submit(spec.to_json(), cfg.eval, cfg.seed)
                 in_flight[ref] = (trial, spec, time.perf_counter())
             for ref in pool.wait(list(in_flight), timeout_s=5.0):
@@ -370,15 +387,7 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, force: bool = False,
                     res = pool.result(ref)
                 except WorkerLostError as e:
                     res = EvalResult(arch_id=spec.arch_id, error=f"worker lost after retries: {e}", error_kind="lost")
-                _record(study, trial, res, reward_cfg, cfg, mnas_reward)
-                if res.weights is not None:
-                    atomic_write_bytes(weights_dir / f"trial_{trial.number}.pt", res.weights)
-                durations.append(time.perf_counter() - t0)
-                done_count = finished()
-                rows = trial_rows(study, space, remeasured)
-                _prune_weights(weights_dir, rows, cfg.top_k)
-                write_csv(run_dir / "trials.csv", rows)
-                _log(run_dir, _progress_line(rows, done_count, cfg.trials, durations, slots, res, trial.number), echo)
+                complete(trial, spec, res, t0)
     except BaseException:
         pool.cancel(list(in_flight))
         raise
@@ -415,6 +424,22 @@ def _record(study, trial, res: EvalResult, reward_cfg, cfg: SearchConfig, mnas_r
         study.tell(trial, [reward])
 
 
+def _evaluated(study, arch_id: str):
+    """An earlier completed trial of the same architecture, if any."""
+    import optuna
+
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if t.user_attrs.get("arch_id") == arch_id and "accuracy" in t.user_attrs:
+            return t
+    return None
+
+
+def _result_of(trial) -> EvalResult:
+    attrs = trial.user_attrs
+    fields = ("accuracy", "latency_ms", "latency_predicted_ms", "latency_measured_ms", "madds", "params")
+    return EvalResult(arch_id=attrs["arch_id"], **{f: attrs.get(f) for f in fields})
+
+
 def _prune_weights(weights_dir: Path, rows: list[dict], keep: int) -> None:
     """Keep the weights of the ``keep`` best trials by reward only (each is tens of MB)."""
     ranked = sorted((r for r in rows if r["reward"] is not None), key=lambda r: -r["reward"])
@@ -444,7 +469,12 @@ def _finish(cfg, study, space, rows, remeasured, remeasured_path, reward_cfg, ru
     from nas.rewards import mnas_reward
     from search_spaces.export import export_onnx
 
-    ranked = sorted((r for r in rows if r["reward"] is not None), key=lambda r: -r["reward"])[: cfg.top_k]
+    ranked, seen = [], set()
+    for r in sorted((r for r in rows if r["reward"] is not None), key=lambda r: -r["reward"]):
+        if r["arch_id"] not in seen and r["duplicate_of"] is None:  # duplicates point at their original
+            seen.add(r["arch_id"])
+            ranked.append(r)
+    ranked = ranked[: cfg.top_k]
     if not ranked:
         _log(run_dir, "no trial completed: nothing to save (see trials.csv for the errors)", echo)
         return None, None

@@ -99,3 +99,22 @@ def test_bad_options_give_one_line_errors(tmp_path, args, hint):
                           timeout=300, env={**__import__("os").environ, "HWNAS_CACHE_DIR": str(tmp_path / "c")})
     assert proc.returncode == 2, proc.stderr
     assert hint in proc.stderr and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_a_proposed_duplicate_reuses_the_earlier_result(tmp_path):
+    # Enqueue the first trial's decisions again, as a searcher might propose them.
+    import optuna
+
+    from nas.search import STUDY_FILE
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    cfg = tiny(tmp_path / "run", trials=1)
+    run_search(cfg, echo=None)
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "run" / STUDY_FILE)))
+    study = optuna.load_study(study_name="search", storage=storage)
+    study.enqueue_trial(study.trials[0].params)
+    run_search(tiny(tmp_path / "run", trials=2), resume=True, echo=None)
+    rows = read_csv(tmp_path / "run" / "trials.csv")
+    assert rows[1]["duplicate_of"] == "0" and rows[1]["accuracy"] == rows[0]["accuracy"]
+    assert rows[1]["arch_id"] == rows[0]["arch_id"] and float(rows[1]["train_s"]) == 0.0
