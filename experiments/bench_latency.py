@@ -1,6 +1,6 @@
 """Latency-oracle figures: repeatability, LUT predictor accuracy, costs, reference latencies.
 
-    python experiments/bench_latency.py [--n 50] [--calibrate 12] [--space mobilenetv3] [--out FILE.json]
+    python experiments/bench_latency.py [--n 50] [--calibrate 24] [--space mobilenetv3] [--out FILE.json]
 
 Prints a report and writes every number to a JSON file. Sections:
 
@@ -35,7 +35,7 @@ def cv(values):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=50)
-    ap.add_argument("--calibrate", type=int, default=12)
+    ap.add_argument("--calibrate", type=int, default=24)
     ap.add_argument("--space", default="mobilenetv3")
     ap.add_argument("--lut", help="table file (default: a fresh one in a temporary folder)")
     ap.add_argument("--full-space", action="store_true", help="measure every entry of the space")
@@ -116,7 +116,7 @@ def main() -> None:
             "entry_measure_s": per_entry_s, "space_keys": len(keys),
             "space_build_s_estimate": per_entry_s * len(keys),
         }
-        print(f"[predictor] calibration on {cal.n_points} networks: scale {cal.scale:.4f}, "
+        print(f"[predictor] calibration on {cal.n_points} networks: scale {cal.scale:.4f}, factors {cal.factors}, "
               f"leave-one-out mean |err| {cal.loo_mean_abs_error:.1%}, max {cal.loo_max_abs_error:.1%}")
         s = summary
         print(f"[predictor] {s['n']} unseen random {args.space} architectures at 224²: {s['within_10pct']:.0%} within ±10 %, "

@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # run as a script from the bundle (or from the so
     if not (Path(__file__).resolve().parent / "latency" / "measure.py").exists():
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from latency.lut_store import TableStore, canonical_key, fit_scale, raw_sum_ms  # noqa: E402
+from latency.lut_store import TableStore, canonical_key, group_sums, raw_sum_ms  # noqa: E402
 from latency.measure import MeasureConfig, measure_onnx  # noqa: E402
 
 ENTRY_TIME_CAP_S = 1.0
@@ -55,15 +55,14 @@ def build_table(bundle: Path, out: Path, cfg: MeasureConfig, log=print) -> Table
     all_entries = dict(store.all_entries())
     for net in manifest["networks"]:
         m = measure_onnx(bundle / net["file"], cfg)
-        raw, _ = raw_sum_ms([all_entries[k]["median_ms"] for k in net["layer_keys"]], overhead)
-        store.put_point(net["arch_id"], net["name"], net["resolution"], raw, m.median_ms)
+        raw, layer_ms = raw_sum_ms([all_entries[k]["median_ms"] for k in net["layer_keys"]], overhead)
+        kinds = [json.loads(k)["kind"] for k in net["layer_keys"]]
+        store.put_point(net["arch_id"], net["name"], net["resolution"], raw, m.median_ms, group_sums(kinds, layer_ms))
         log(f"  network {net['name'] or net['arch_id']}: {m.median_ms:.3f} ms (layer sum {raw:.3f} ms)")
-    points = [(p["raw_sum_ms"] - overhead, p["measured_ms"] - overhead) for p in store.points()]
-    points = [(r, m) for r, m in points if r > 0 and m > 0]
-    if points:
-        cal = fit_scale(points)
-        store.set_meta("calibration", cal.to_dict())
-        log(f"calibration scale {cal.scale:.4f} from {cal.n_points} networks")
+    if store.points():
+        cal = store.fit()
+        log(f"calibration from {cal.n_points} networks: scale {cal.scale:.4f}"
+            + (f", per-kind factors {cal.factors}" if cal.factors else ""))
     return store
 
 

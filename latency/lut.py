@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from latency.lut_store import Calibration, TableStore, canonical_key, fit_scale, raw_sum_ms
+from latency.lut_store import Calibration, TableStore, canonical_key, group_sums, raw_sum_ms
 from latency.measure import LatencyError, MeasureConfig, measure_onnx
 from search_spaces.spec import ArchSpec
 from search_spaces.walk import LayerKey, LayerKind, LayerShape, Role, walk
@@ -41,7 +41,7 @@ class Prediction:
 
     Attributes:
         latency_ms: calibrated prediction.
-        raw_sum_ms: Σ(entry − overhead) + overhead, before the calibration scale.
+        raw_sum_ms: Σ(entry − overhead) + overhead, before the calibration.
         layer_ms: per-layer entry latencies (overhead removed), in walk order.
         calibrated: whether a fitted calibration was applied.
         measured_now: entries that were missing and measured during this call.
@@ -167,30 +167,31 @@ class LatencyTable:
 
     # -- prediction --------------------------------------------------------------------------------
     def raw_sum(self, spec: ArchSpec, resolution: int | None = None, measure_missing: bool = True
-                ) -> tuple[float, tuple[float, ...], int]:
-        keys = [layer.key for layer in walk(spec, resolution)]
+                ) -> tuple[float, tuple[float, ...], dict[str, float], int]:
+        """(Σ(entry − overhead) + overhead, per-layer ms, per-group sums, entries measured now)."""
+        layers = walk(spec, resolution)
+        keys = [layer.key for layer in layers]
         measured = self.ensure(keys) if measure_missing else 0
         found = self.lookup(keys)
         absent = [k for k in keys if found[k] is None]
         if absent:
             raise MissingEntryError(f"latency table {self.path} lacks {describe_key(absent[0])}")
         raw, layer_ms = raw_sum_ms([found[k] for k in keys], self.overhead_ms)
-        return raw, layer_ms, measured
+        return raw, layer_ms, group_sums([k.kind.value for k in keys], layer_ms), measured
 
     def predict(self, spec: ArchSpec, resolution: int | None = None, measure_missing: bool = True) -> Prediction:
         """Calibrated latency of ``spec`` at ``resolution`` (default: the spec's) in ms."""
-        raw, layer_ms, measured = self.raw_sum(spec, resolution, measure_missing)
+        raw, layer_ms, sums, measured = self.raw_sum(spec, resolution, measure_missing)
         cal = self.calibration
-        overhead = self.overhead_ms
-        latency = cal.scale * (raw - overhead) + overhead
+        latency = cal.predict(sums, self.overhead_ms) if cal.fitted else raw
         return Prediction(latency, raw, layer_ms, cal.fitted, measured)
 
     # -- calibration -------------------------------------------------------------------------------
     def add_point(self, spec: ArchSpec, measured_ms: float, resolution: int | None = None) -> None:
         """Record a whole-network measurement of ``spec`` for the calibration."""
         res = resolution or spec.resolution
-        raw, _, _ = self.raw_sum(spec, res)
-        self.store.put_point(spec.replace(resolution=res).arch_id, spec.name, res, raw, measured_ms)
+        raw, _, sums, _ = self.raw_sum(spec, res)
+        self.store.put_point(spec.replace(resolution=res).arch_id, spec.name, res, raw, measured_ms, sums)
 
     def calibrate(self, specs: Sequence[ArchSpec], resolution: int | None = None,
                   progress: Callable[[int, int], None] | None = None) -> Calibration:
@@ -200,6 +201,7 @@ class LatencyTable:
         from search_spaces.export import export_onnx
 
         for i, spec in enumerate(specs):
+            self.ensure(layer.key for layer in walk(spec, resolution))  # entries first, then the whole
             m = measure_onnx(export_onnx(spec, resolution=resolution), self.cfg)
             self.add_point(spec, m.median_ms, resolution)
             if progress:
@@ -207,15 +209,11 @@ class LatencyTable:
         return self.fit()
 
     def fit(self) -> Calibration:
-        """Fit the scale to every recorded point (median ratio, robust to a noisy point)."""
-        points = self.store.points()
-        overhead = self.overhead_ms
-        pairs = [(p["raw_sum_ms"] - overhead, p["measured_ms"] - overhead) for p in points]
-        pairs = [(r, m) for r, m in pairs if r > 0 and m > 0]
-        if not pairs:
-            raise LatencyError(f"no whole-network measurements in {self.path} to calibrate from")
-        cal = fit_scale(pairs)
-        self.store.set_meta("calibration", cal.to_dict())
+        """Refit the calibration on every recorded whole network (see :class:`Calibration`)."""
+        try:
+            cal = self.store.fit()
+        except ValueError:
+            raise LatencyError(f"no whole-network measurements in {self.path} to calibrate from") from None
         self._calibration = cal
         return cal
 

@@ -47,23 +47,56 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE TABLE IF NOT EXISTS calibration_points (
     arch_id TEXT PRIMARY KEY, name TEXT, resolution INTEGER,
-    raw_sum_ms REAL NOT NULL, measured_ms REAL NOT NULL, measured_at TEXT
+    raw_sum_ms REAL NOT NULL, measured_ms REAL NOT NULL, group_ms TEXT NOT NULL, measured_at TEXT
 );
 """
 
 
+GROUPS = ("conv", "dsconv", "mbconv", "other")
+"""Layer kinds with their own calibration factor (pool and linear layers share "other")."""
+
+# Below this many whole networks only the global scale is fitted (4 factors need data).
+MIN_POINTS_PER_GROUP_FIT = 8
+
+
+def group_of(kind: str) -> str:
+    return kind if kind in GROUPS else "other"
+
+
+def group_sums(kinds: Sequence[str], layer_ms: Sequence[float]) -> dict[str, float]:
+    """Σ layer latency (overhead removed) per calibration group."""
+    sums = dict.fromkeys(GROUPS, 0.0)
+    for kind, ms in zip(kinds, layer_ms):
+        sums[group_of(kind)] += ms
+    return sums
+
+
 @dataclass(frozen=True)
 class Calibration:
-    """Whole-network latency ≈ scale · Σ(entry − overhead) + overhead."""
+    """Whole-network latency ≈ Σ_groups factor_g · Σ_{layers of g}(entry − overhead) + overhead.
+
+    Layers measured in isolation are not equally biased: with ``ORT_ENABLE_ALL`` each isolated layer
+    pays layout conversions that a whole network mostly avoids, and how much depends on the operator
+    (measured here: conv-heavy networks run *slower* than the sum of their layers, MBConv-heavy ones
+    faster). So each group of layer kinds gets its own factor, fitted by least squares shrunk toward
+    the global median ratio ``scale`` (which alone is used below ``MIN_POINTS_PER_GROUP_FIT``
+    networks, and for groups absent from the calibration set).
+    """
 
     scale: float = 1.0
+    factors: dict | None = None
     n_points: int = 0
-    loo_mean_abs_error: float | None = None  # leave-one-out, relative
+    loo_mean_abs_error: float | None = None  # leave-one-out, relative to the measured latency
     loo_max_abs_error: float | None = None
 
     @property
     def fitted(self) -> bool:
         return self.n_points > 0
+
+    def predict(self, sums: Mapping[str, float], overhead_ms: float) -> float:
+        if self.factors:
+            return sum(self.factors[g] * sums.get(g, 0.0) for g in GROUPS) + overhead_ms
+        return self.scale * sum(sums.values()) + overhead_ms
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -73,18 +106,59 @@ class Calibration:
         return cls(**d) if d else cls()
 
 
-def fit_scale(pairs: Sequence[tuple[float, float]]) -> Calibration:
-    """Median of measured/raw ratios, with leave-one-out relative errors when ≥ 3 points."""
-    ratios = [m / r for r, m in pairs]
-    scale = statistics.median(ratios)
+def _solve(a: list[list[float]], b: list[float]) -> list[float]:
+    """Gaussian elimination with partial pivoting (the system is 4×4 and well conditioned)."""
+    n = len(b)
+    m = [row[:] + [b[i]] for i, row in enumerate(a)]
+    for col in range(n):
+        pivot = max(range(col, n), key=lambda r: abs(m[r][col]))
+        m[col], m[pivot] = m[pivot], m[col]
+        for r in range(col + 1, n):
+            f = m[r][col] / m[col][col]
+            for c in range(col, n + 1):
+                m[r][c] -= f * m[col][c]
+    x = [0.0] * n
+    for r in range(n - 1, -1, -1):
+        x[r] = (m[r][n] - sum(m[r][c] * x[c] for c in range(r + 1, n))) / m[r][r]
+    return x
+
+
+def _fit(points: Sequence[tuple[Mapping[str, float], float]]) -> tuple[float, dict | None]:
+    """(global scale, per-group factors or None) from (group sums, measured − overhead) pairs."""
+    scale = statistics.median(y / sum(sums.values()) for sums, y in points)
+    if len(points) < MIN_POINTS_PER_GROUP_FIT:
+        return scale, None
+    x = [[sums.get(g, 0.0) for g in GROUPS] for sums, _ in points]
+    y = [m for _, m in points]
+    xtx = [[sum(row[i] * row[j] for row in x) for j in range(len(GROUPS))] for i in range(len(GROUPS))]
+    # Ridge toward the global scale: a group the calibration set barely exercises keeps ~scale.
+    lam = 0.01 * max(xtx[i][i] for i in range(len(GROUPS)))
+    for i in range(len(GROUPS)):
+        xtx[i][i] += lam
+    xty = [sum(row[i] * yi for row, yi in zip(x, y)) + lam * scale for i in range(len(GROUPS))]
+    factors = _solve(xtx, xty)
+    return scale, {g: max(f, 0.0) for g, f in zip(GROUPS, factors)}
+
+
+def fit_calibration(points: Sequence[tuple[Mapping[str, float], float]]) -> Calibration:
+    """Fit on (group sums, measured − overhead) of whole networks; leave-one-out errors from 3 points.
+
+    Errors are relative to ``measured − overhead``, a hair stricter than relative to the latency.
+    """
+    points = [(sums, y) for sums, y in points if y > 0 and sum(sums.values()) > 0]
+    if not points:
+        raise ValueError("no usable whole-network measurements to calibrate from")
+    scale, factors = _fit(points)
     loo_mean = loo_max = None
-    if len(pairs) >= 3:
+    if len(points) >= 3:
         errors = []
-        for i, (r, m) in enumerate(pairs):
-            s = statistics.median(ratios[:i] + ratios[i + 1:])
-            errors.append(abs(s * r - m) / m)
+        for i, (sums, y) in enumerate(points):
+            s, f = _fit(points[:i] + points[i + 1:])
+            pred = Calibration(scale=s, factors=f).predict(sums, 0.0)
+            errors.append(abs(pred - y) / y)
         loo_mean, loo_max = statistics.fmean(errors), max(errors)
-    return Calibration(scale=scale, n_points=len(pairs), loo_mean_abs_error=loo_mean, loo_max_abs_error=loo_max)
+    return Calibration(scale=scale, factors=factors, n_points=len(points), loo_mean_abs_error=loo_mean,
+                       loo_max_abs_error=loo_max)
 
 
 def raw_sum_ms(entries_ms: Sequence[float], overhead_ms: float) -> tuple[float, tuple[float, ...]]:
@@ -207,18 +281,29 @@ class TableStore:
         return changed
 
     # -- calibration points ------------------------------------------------------------------------
-    def put_point(self, arch_id: str, name: str, resolution: int, raw_sum_ms: float, measured_ms: float) -> None:
+    def put_point(self, arch_id: str, name: str, resolution: int, raw_sum_ms: float, measured_ms: float,
+                  group_ms: Mapping[str, float]) -> None:
         with closing(self._connect()) as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO calibration_points VALUES (?, ?, ?, ?, ?, ?)",
-                (arch_id, name, resolution, raw_sum_ms, measured_ms, now()),
+                "INSERT OR REPLACE INTO calibration_points VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (arch_id, name, resolution, raw_sum_ms, measured_ms, json.dumps(dict(group_ms)), now()),
             )
 
     def points(self) -> list[dict[str, Any]]:
         with closing(self._connect()) as conn:
             rows = conn.execute(
-                "SELECT arch_id, name, resolution, raw_sum_ms, measured_ms, measured_at "
+                "SELECT arch_id, name, resolution, raw_sum_ms, measured_ms, group_ms, measured_at "
                 "FROM calibration_points ORDER BY arch_id"
             ).fetchall()
-        cols = ("arch_id", "name", "resolution", "raw_sum_ms", "measured_ms", "measured_at")
-        return [dict(zip(cols, r)) for r in rows]
+        cols = ("arch_id", "name", "resolution", "raw_sum_ms", "measured_ms", "group_ms", "measured_at")
+        points = [dict(zip(cols, r)) for r in rows]
+        for p in points:
+            p["group_ms"] = json.loads(p["group_ms"])
+        return points
+
+    def fit(self) -> Calibration:
+        """Refit the calibration on every recorded whole network and store it."""
+        overhead = float(self.meta("overhead_ms") or 0.0)
+        cal = fit_calibration([(p["group_ms"], p["measured_ms"] - overhead) for p in self.points()])
+        self.set_meta("calibration", cal.to_dict())
+        return cal

@@ -241,7 +241,7 @@ def add_latency_commands(sub: argparse._SubParsersAction) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--space", help="a search space: mnasnet, mobilenetv3, mobilenetv3_small")
     g.add_argument("--arch", nargs="+", help="architectures (names or files)")
-    p.add_argument("--calibrate", type=int, default=12, help="whole networks measured for the calibration (0: none)")
+    p.add_argument("--calibrate", type=int, default=24, help="whole networks measured for the calibration (0: none)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_build_lut)
 
@@ -256,6 +256,6 @@ def add_latency_commands(sub: argparse._SubParsersAction) -> None:
     common(p, arch=False, lut=False)
     p.add_argument("--space", required=True)
     p.add_argument("--out", required=True, help="bundle folder to write")
-    p.add_argument("--calibrate", type=int, default=12, help="whole networks to measure for the calibration")
+    p.add_argument("--calibrate", type=int, default=24, help="whole networks to measure for the calibration")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_export_bundle)

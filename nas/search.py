@@ -39,6 +39,7 @@ PRESETS = {
     "small": {"space": "mobilenetv3_small", "alpha": -0.15, "beta": -0.15, "target_like": "mobilenetv3_small"},
 }
 CONFIG_FILE = "config.json"
+CALIBRATION_NETWORKS = 12  # whole networks the table's calibration is fitted on before a first search
 STUDY_FILE = "study.journal"
 STUDY_NAME = "search"
 
@@ -252,11 +253,12 @@ def ensure_calibration(cfg: SearchConfig, space, echo=None) -> None:
     if cfg.eval.latency != "predicted":
         return
     table = latency_table(cfg.eval)
-    if table.calibration.n_points >= 3 or not table.can_measure:
+    have = table.calibration.n_points
+    if have >= CALIBRATION_NETWORKS or not table.can_measure:
         return
     rng = np.random.default_rng(cfg.seed)
     specs = [space.decode(v) for v in space.seeds().values()]
-    while len(specs) < 4:
+    while len(specs) < CALIBRATION_NETWORKS - have:
         specs.append(space.decode(space.sample(rng)))
     specs = [s.replace(resolution=cfg.eval.deploy_resolution) for s in specs]
     if echo:

@@ -13,7 +13,7 @@ import torch
 
 from latency.lut import (LatencyTable, MissingEntryError, export_bundle, kendall_tau, layer_input_shape,
                          layer_onnx, validate, validation_summary)
-from latency.lut_store import Calibration, TableFormatError, fit_scale, raw_sum_ms
+from latency.lut_store import GROUPS, Calibration, TableFormatError, fit_calibration, group_sums, raw_sum_ms
 from latency.measure import MeasureConfig
 from search_spaces import references, walk
 from search_spaces.builder import build_layer
@@ -70,19 +70,32 @@ def test_calibration_round_trips_through_the_file(table, tmp_path):
     reopened = LatencyTable(tmp_path / "t.sqlite", FAST)
     assert reopened.calibration == cal
     p = reopened.predict(SMALL)
-    assert p.calibrated
+    assert p.calibrated and cal.factors is None  # three networks: the global scale only
     assert p.latency_ms == pytest.approx(cal.scale * (p.raw_sum_ms - reopened.overhead_ms) + reopened.overhead_ms)
 
 
-def test_fit_scale_is_the_median_ratio_with_leave_one_out_errors():
-    cal = fit_scale([(10.0, 9.0), (20.0, 18.0), (5.0, 4.5), (8.0, 8.0)])
-    assert cal.scale == pytest.approx(0.9)
-    assert cal.n_points == 4
+def test_calibration_fit_global_scale_then_per_kind_factors():
+    # Few networks: one global scale (the median ratio), with leave-one-out errors.
+    few = [({"conv": 10.0}, 9.0), ({"mbconv": 20.0}, 18.0), ({"conv": 5.0}, 4.5), ({"dsconv": 8.0}, 8.0)]
+    cal = fit_calibration(few)
+    assert cal.scale == pytest.approx(0.9) and cal.factors is None and cal.n_points == 4
     assert 0 < cal.loo_mean_abs_error < 0.05 and cal.loo_max_abs_error == pytest.approx(0.1, abs=0.01)
-    assert fit_scale([(1.0, 2.0)]).loo_mean_abs_error is None
+    assert fit_calibration([({"conv": 1.0}, 2.0)]).loo_mean_abs_error is None
+    # Enough networks: each kind gets its own factor (here conv 1.1, mbconv 0.8, exactly).
+    rng = np.random.default_rng(0)
+    many = []
+    for _ in range(12):
+        sums = {"conv": float(rng.uniform(1, 5)), "dsconv": 0.0, "mbconv": float(rng.uniform(1, 5)), "other": 0.2}
+        many.append((sums, 1.1 * sums["conv"] + 0.8 * sums["mbconv"] + 0.9 * 0.2))
+    cal = fit_calibration(many)
+    assert cal.factors["conv"] == pytest.approx(1.1, rel=0.03) and cal.factors["mbconv"] == pytest.approx(0.8, rel=0.03)
+    assert cal.loo_max_abs_error < 0.03
+    assert Calibration.from_dict(cal.to_dict()) == cal
     total, layers = raw_sum_ms([1.0, 0.5, 0.001], 0.01)  # each entry paid one run() overhead
     assert layers == pytest.approx((0.99, 0.49, 0.0)) and total == pytest.approx(1.49)
-    assert Calibration.from_dict(cal.to_dict()) == cal
+    assert group_sums(["conv", "pool", "linear", "mbconv"], [1.0, 0.1, 0.2, 2.0]) == pytest.approx(
+        {"conv": 1.0, "dsconv": 0.0, "mbconv": 2.0, "other": 0.3})
+    assert set(GROUPS) == {"conv", "dsconv", "mbconv", "other"}
 
 
 def test_table_of_another_device_is_read_only_and_names_missing_entries(tmp_path):
