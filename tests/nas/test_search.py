@@ -157,3 +157,21 @@ def test_driver_killed_with_sigkill_then_resumed_keeps_every_finished_trial(tmp_
     assert len(finished) == 6
     assert all(r["state"] in ("COMPLETE", "INTERRUPTED") for r in rows)
     assert (run / "found.json").exists()
+
+
+def test_nas_search_command_end_to_end(tmp_path):
+    import os
+
+    nas = str(Path(sys.executable).with_name("nas"))
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        [nas, "search", "--run-dir", str(run), "--space", "mobilenetv3_small", "--searcher", "tpe", "--reward", "hard",
+         "--target-like", "mobilenetv3_small_050", "--trials", "2", "--steps", "4", "--batch-size", "32",
+         "--holdout", "500", "--train-subset", "1000", "--deploy-resolution", "64", "--json"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "HWNAS_CACHE_DIR": str(tmp_path / "c")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert out["completed"] == 2 and out["found"]["arch_id"] == load(run / "found.json").arch_id
+    config = json.loads((run / "config.json").read_text())
+    assert config["search"]["alpha"] == 0.0 and config["search"]["beta"] == -1.0
+    assert config["search"]["eval"]["deploy_resolution"] == 64 and config["search"]["eval"]["train"]["steps"] == 4
