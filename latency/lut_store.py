@@ -267,19 +267,6 @@ class TableStore:
             rows = conn.execute(f"SELECT key, {', '.join(VALUE_COLUMNS)} FROM entries ORDER BY key").fetchall()
         return [(r[0], dict(zip(VALUE_COLUMNS, r[1:]))) for r in rows]
 
-    def merge_from(self, other: "TableStore") -> int:
-        """Copy entries and calibration points of ``other`` (same device) into this table."""
-        with closing(self._connect()) as conn:
-            conn.execute("ATTACH DATABASE ? AS other", (str(other.path),))
-            conn.execute("BEGIN IMMEDIATE")
-            before = conn.total_changes
-            conn.execute("INSERT OR REPLACE INTO entries SELECT * FROM other.entries")
-            conn.execute("INSERT OR REPLACE INTO calibration_points SELECT * FROM other.calibration_points")
-            conn.execute("COMMIT")
-            changed = conn.total_changes - before
-            conn.execute("DETACH DATABASE other")
-        return changed
-
     # -- calibration points ------------------------------------------------------------------------
     def put_point(self, arch_id: str, name: str, resolution: int, raw_sum_ms: float, measured_ms: float,
                   group_ms: Mapping[str, float]) -> None:

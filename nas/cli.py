@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 from search_spaces import count, references, resolve_arch, walk
 from search_spaces.table import arch_rows, format_table
 
-# Each sub-command module registers itself here: name -> (add_arguments(subparsers)).
+# Functions that each add one group of sub-commands to the parser (see build_parser).
 COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 

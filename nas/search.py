@@ -277,7 +277,7 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, force: bool = False,
 
     from nas.data import load_dataset
     from nas.execution import RayPool, WorkerLostError
-    from nas.rewards import RewardConfig, mnas_reward
+    from nas.rewards import RewardConfig
     from nas.searchers import SEARCHERS, distributions, make_sampler, study_directions
     from search_spaces.spaces import get_space
 
@@ -361,7 +361,7 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, force: bool = False,
         done_count = finished()
         def complete(trial, spec, res: EvalResult, t0: float) -> None:
             nonlocal done_count
-            _record(study, trial, res, reward_cfg, cfg, mnas_reward)
+            _record(study, trial, res, reward_cfg, cfg)
             if res.weights is not None:
                 atomic_write_bytes(weights_dir / f"trial_{trial.number}.pt", res.weights)
             durations.append(time.perf_counter() - t0)
@@ -406,8 +406,10 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, force: bool = False,
     return SearchOutcome(run_dir, found, metrics, completed, failed, time.perf_counter() - t_start)
 
 
-def _record(study, trial, res: EvalResult, reward_cfg, cfg: SearchConfig, mnas_reward) -> None:
+def _record(study, trial, res: EvalResult, reward_cfg, cfg: SearchConfig) -> None:
     import optuna
+
+    from nas.rewards import mnas_reward
 
     metrics = res.metrics()
     for f in RECORD_FIELDS:

@@ -318,17 +318,17 @@ class FactorizedSpace:
         return {"mobilenetv3_large_like": large_like} if len(self.baseline) == 7 else {}
 
 
+_SPACES = {
+    "mnasnet": lambda: FactorizedSpace("mnasnet", variant="mnasnet"),
+    "mobilenetv3": lambda: FactorizedSpace("mobilenetv3", variant="mobilenetv3"),
+    "mobilenetv3_small": lambda: FactorizedSpace("mobilenetv3_small", variant="mobilenetv3", base_width=0.5),
+}
+SPACE_NAMES = tuple(_SPACES)
+
+
 def get_space(name: str, **io) -> FactorizedSpace:
     """A registered space by name; ``io`` may set resolution, in_channels, num_classes."""
-    factories = {
-        "mnasnet": lambda: FactorizedSpace("mnasnet", variant="mnasnet"),
-        "mobilenetv3": lambda: FactorizedSpace("mobilenetv3", variant="mobilenetv3"),
-        "mobilenetv3_small": lambda: FactorizedSpace("mobilenetv3_small", variant="mobilenetv3", base_width=0.5),
-    }
-    if name not in factories:
-        raise SpecError("", f"unknown search space {name!r}; known: {', '.join(factories)}")
-    space = factories[name]()
+    if name not in _SPACES:
+        raise SpecError("", f"unknown search space {name!r}; known: {', '.join(SPACE_NAMES)}")
+    space = _SPACES[name]()
     return space.with_io(**io) if io else space
-
-
-SPACE_NAMES = ("mnasnet", "mobilenetv3", "mobilenetv3_small")

@@ -345,8 +345,7 @@ def _float(v: Any, path: str, lo: float, hi: float, hi_open: bool = False) -> fl
 
 
 def _enum(cls: type[enum.Enum], v: Any, path: str):
-    values = tuple(m.value for m in cls)
-    return cls(_choice(v, path, values) if isinstance(v, str) else _choice(v, path, values))
+    return cls(_choice(v, path, tuple(m.value for m in cls)))
 
 
 def parse_spec(data: Any) -> ArchSpec:

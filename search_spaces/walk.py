@@ -57,14 +57,6 @@ class LayerKey:
             out[f.name] = v.value if isinstance(v, enum.Enum) else v
         return out
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "LayerKey":
-        d = dict(d)
-        d["kind"] = LayerKind(d["kind"])
-        d["se_gate"] = Gate(d["se_gate"]) if d.get("se_gate") else None
-        d["activation"] = Activation(d["activation"]) if d.get("activation") else None
-        return cls(**d)
-
 
 @dataclass(frozen=True)
 class LayerShape:
