@@ -484,10 +484,10 @@ def _finish(cfg, study, space, rows, remeasured, remeasured_path, reward_cfg, ru
         return None, None
     mcfg = MeasureConfig.from_dict(cfg.eval.measure) if cfg.eval.measure else MeasureConfig()
     table = latency_table(cfg.eval) if cfg.eval.latency == "predicted" else None
+    trials = study.get_trials(deepcopy=False)
     best, best_reward = None, -1.0
     for r in ranked:
-        trial = study.trials[r["number"]]
-        spec = space.decode(trial.params)
+        spec = space.decode(trials[r["number"]].params)
         deploy = spec.replace(resolution=cfg.eval.deploy_resolution)
         if r["number"] not in remeasured:
             remeasured[r["number"]] = measure_onnx(export_onnx(deploy), mcfg).median_ms
