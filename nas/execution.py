@@ -72,8 +72,14 @@ class RayPool:
                     log_to_driver=False,
                 )
                 self._owns_instance = True
-        self._task = ray.remote(num_cpus=self.cpus_per_trial, max_retries=self.max_retries,
-                                retry_exceptions=False)(_evaluate_task)
+        self._remotes: dict = {}
+        self._task = self._remote(_evaluate_task)
+
+    def _remote(self, fn):
+        if fn not in self._remotes:
+            self._remotes[fn] = self._ray.remote(num_cpus=self.cpus_per_trial, max_retries=self.max_retries,
+                                                 retry_exceptions=False)(fn)
+        return self._remotes[fn]
 
     @property
     def slots(self) -> int:
@@ -84,6 +90,14 @@ class RayPool:
     def submit(self, spec_json: str, cfg: EvalConfig, seed: int) -> Any:
         return self._task.remote(spec_json, cfg, seed)
 
+    def call(self, fn, *args) -> Any:
+        """Submit ``fn(*args)`` as a task with the pool's resources and retries (fn: a module-level function)."""
+        return self._remote(fn).remote(*args)
+
+    def put(self, value) -> Any:
+        """Store a large argument once in the object store (pass the ref to several calls)."""
+        return self._ray.put(value)
+
     def wait(self, refs: list, timeout_s: float) -> list:
         done, _ = self._ray.wait(refs, num_returns=1, timeout=timeout_s)
         if done:  # collect everything else that is already finished too
@@ -92,7 +106,7 @@ class RayPool:
             done = done + more
         return done
 
-    def result(self, ref) -> EvalResult:
+    def result(self, ref) -> Any:
         """The task's result; application errors re-raise as themselves, lost workers as WorkerLostError."""
         from ray import exceptions as rex
 

@@ -1,31 +1,123 @@
-"""The ``netadapt`` command (NetAdapt refinement: ``netadapt refine --arch found.json``).
+"""The ``netadapt`` command: ``netadapt refine --arch found.json --weights found.pt --reduction 0.2``.
 
-Refinement itself is not implemented yet; this entry point exists so that packaging and the CLI layout
-are fixed from the start. ``netadapt refine`` currently exits with a one-line explanation.
+A thin layer: options become a :class:`netadapt.refine.RefineConfig` and
+:func:`netadapt.refine.run_refine` does the work. Errors print one line and exit with status 2
+(``--debug`` shows the traceback), as the ``nas`` command does.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
+from pathlib import Path
 from typing import Sequence
+
+from netadapt.refine import DEFAULT_STEPS
+
+
+def cmd_refine(args) -> int:
+    from nas.evaluate import EvalConfig
+    from netadapt.refine import CONFIG_FILE, RefineConfig, RefineError, run_refine
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / CONFIG_FILE).exists():
+            raise RefineError(f"{run_dir} holds no refinement to resume (no {CONFIG_FILE})")
+        cfg = RefineConfig.from_dict(json.loads((run_dir / CONFIG_FILE).read_text())["refine"])
+    else:
+        if not args.arch:
+            raise RefineError("--arch is required (a reference name or a spec file such as found.json)")
+        train = {"batch_size": args.batch_size, "resolution_px": args.train_resolution, "threads": args.cpus_per_trial}
+        eval_cfg = EvalConfig(dataset=args.dataset, data_dir=args.data_dir, holdout=args.holdout,
+                              train_subset=args.train_subset, train=train, lut_path=args.lut,
+                              deploy_resolution=args.deploy_resolution, split_seed=args.seed, keep_weights=True)
+        cfg = RefineConfig(
+            run_dir=args.run_dir or f"runs/netadapt-{time.strftime('%Y%m%d-%H%M%S')}", arch=args.arch,
+            weights=args.weights, target_ms=args.target_ms, reduction=args.reduction, delta_ratio=args.delta_ratio,
+            delta_ms=args.delta_ms, steps=args.steps, metric=args.metric, max_iters=args.max_iters,
+            channel_step=args.channel_step, pretrain_epochs=args.pretrain_epochs, final_epochs=args.final_epochs,
+            retrain=args.retrain, baseline=not args.no_baseline, finetune_lr=args.finetune_lr, seed=args.seed,
+            cpus_per_trial=args.cpus_per_trial, ray_address=args.ray_address, eval=eval_cfg,
+        )
+    echo = None if args.json else (lambda line: print(line, flush=True))
+    outcome = run_refine(cfg, resume=bool(args.resume), force=args.force, echo=echo)
+    m = outcome.metrics
+    if not args.no_report:
+        _report(outcome.run_dir, echo)
+    if args.json:
+        json.dump({"run_dir": str(outcome.run_dir), **m}, sys.stdout, indent=2)
+        print()
+    else:
+        print(f"\nwrote {outcome.run_dir}/refined.json, refined.pt, refined.onnx, trajectory.csv, final_metrics.json "
+              f"({outcome.wall_s / 60:.1f} min)")
+        if not m.get("target_met"):
+            print("warning: the target was not met (see log.txt)", file=sys.stderr)
+    return 0 if m.get("target_met") else 1
+
+
+def _report(run_dir: Path, echo) -> None:
+    try:
+        from nas.report import write_report
+    except ImportError:  # reports are optional for the refinement itself
+        return
+    path = write_report([run_dir], references=False)
+    if echo:
+        echo(f"report: {path}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="netadapt",
-        description="NetAdapt refinement: shrink a network layer by layer until it meets a latency target.",
+        description="NetAdapt refinement: shrink a trained network layer by layer until it meets a latency target.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("refine", help="shrink --arch until it meets the latency target (not available yet)")
-    p.add_argument("--arch", required=True, metavar="NAME|FILE.json")
-    p.set_defaults(func=_not_yet)
+    p = sub.add_parser("refine", help="shrink --arch until it meets the latency target",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    a = p.add_argument_group("start network and target")
+    a.add_argument("--arch", metavar="NAME|FILE.json", help="reference name or spec file (e.g. found.json)")
+    a.add_argument("--weights", metavar="FILE.pt", help="its trained weights (e.g. found.pt; loaded weights-only); "
+                                                        "without them the network is trained first")
+    t = a.add_mutually_exclusive_group()
+    t.add_argument("--target-ms", type=float, help="latency target in ms on this device")
+    t.add_argument("--reduction", type=float, help="fraction of the start latency to remove (0.2 = 20%% faster)")
+    a.add_argument("--delta-ratio", type=float, default=0.01, help="least cut per iteration, as a fraction of L0")
+    a.add_argument("--delta-ms", type=float, help="least cut per iteration in ms (overrides --delta-ratio)")
+    s = p.add_argument_group("adaptation")
+    s.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                   help="short-term fine-tune steps per proposal (the paper's T = 10000 on TPUs; scaled for a CPU)")
+    s.add_argument("--metric", choices=("slope", "accuracy"), default="slope",
+                   help="keep the proposal with max ΔAcc/|ΔLatency| (MobileNetV3) or max accuracy (NetAdapt)")
+    s.add_argument("--max-iters", type=int, default=100)
+    s.add_argument("--channel-step", type=int, default=8, help="widths move in multiples of this")
+    s.add_argument("--finetune-lr", type=float, default=0.02, help="peak learning rate of fine-tunes")
+    s.add_argument("--pretrain-epochs", type=float, default=3.0, help="training of the start network without --weights")
+    s.add_argument("--final-epochs", type=float, default=1.0, help="long-term fine-tune of the result")
+    s.add_argument("--retrain", action="store_true", help="train the result from scratch instead (as the paper did)")
+    s.add_argument("--no-baseline", action="store_true", help="skip the width-multiplier baseline")
+    s.add_argument("--seed", type=int, default=0)
+    d = p.add_argument_group("proxy task")
+    d.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "cifar10", "imagefolder"))
+    d.add_argument("--data-dir", help="dataset folder (fashion-mnist default: /usr/share/datasets/fashion-mnist)")
+    d.add_argument("--batch-size", type=int, default=128)
+    d.add_argument("--train-resolution", type=int, default=32)
+    d.add_argument("--holdout", type=int, default=5000, help="held-out training images for accuracy")
+    d.add_argument("--train-subset", type=int, help="train on at most this many images")
+    l = p.add_argument_group("latency")
+    l.add_argument("--lut", help="latency table file (default: this device's)")
+    l.add_argument("--deploy-resolution", type=int, default=224)
+    r = p.add_argument_group("execution and output")
+    r.add_argument("--run-dir", help="run directory (default runs/netadapt-<time>)")
+    r.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped refinement from its last iteration")
+    r.add_argument("--force", action="store_true", help="overwrite a non-empty --run-dir")
+    r.add_argument("--ray-address", help="join a Ray cluster (e.g. auto) instead of a local one")
+    r.add_argument("--cpus-per-trial", type=int, default=1)
+    r.add_argument("--no-report", action="store_true", help="do not write report.html at the end")
+    r.add_argument("--json", action="store_true", help="print only a JSON summary")
+    p.set_defaults(func=cmd_refine)
     return parser
-
-
-def _not_yet(args) -> int:
-    raise RuntimeError("netadapt refine is not implemented in this version yet")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,630 @@
+"""NetAdapt refinement: shrink a trained network, one channel group per iteration, to a latency target.
+
+The second stage of the MobileNetV3 recipe (Howard et al. 2019 §4.2, after Yang et al. 2018,
+"NetAdapt", https://arxiv.org/abs/1804.03230):
+
+1. start from a trained seed network with latency L0 (predicted by the device's calibrated lookup
+   table, so that each step's cut is known before anything is trained);
+2. each iteration, make one proposal per channel group (:mod:`netadapt.proposals`): the widest width
+   whose predicted latency is at most ``current − δ`` (δ = 0.01·L0 by default);
+3. initialize every proposal from the current weights (largest-L2-norm filters,
+   :mod:`netadapt.channels`), fine-tune each for T steps as parallel Ray tasks, score it on the
+   held-out part of the training split;
+4. keep the proposal with the best ΔAcc/|ΔLatency| (``metric="slope"``, MobileNetV3) or the highest
+   accuracy (``metric="accuracy"``, NetAdapt); its latency change is also measured on the device
+   against its parent (interleaved, so that host drift cancels);
+5. repeat until the predicted latency meets the target; then fine-tune the result longer (or retrain
+   it from scratch), train a uniform width-multiplier baseline of the same start network at the same
+   latency with the same budget, and measure start, result and baseline whole on the device.
+
+Everything a resume needs is written atomically after each iteration (``state.json`` and the current
+weights), so a killed run loses at most the iteration in progress; see :func:`run_refine`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from nas.evaluate import EvalConfig, latency_table
+from search_spaces import ArchSpec, count, resolve_arch
+from search_spaces._io import atomic_write_bytes, atomic_write_text
+
+CONFIG_FILE = "config.json"
+STATE_FILE = "state.json"
+TRAJECTORY_FILE = "trajectory.csv"
+TRAJECTORY_FIELDS = ("iteration", "proposal", "kind", "group", "blocks", "old_width", "new_width", "accuracy",
+                     "delta_acc", "latency_pred_ms", "delta_latency_pred_ms", "latency_measured_ms",
+                     "delta_latency_measured_ms", "madds", "params", "slope", "chosen", "error")
+MAX_CHECKPOINT_BYTES = 2_000_000_000
+DEFAULT_STEPS = 100  # paper: T = 10,000 on TPUs; scaled for 2 CPU cores (see README)
+
+
+class RefineError(ValueError):
+    """A refinement that cannot start or go on (bad options, unreachable target, bad weights, ...)."""
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    """Everything a refinement needs; saved as ``config.json`` and reloaded by ``--resume``.
+
+    Attributes:
+        run_dir: the run directory.
+        arch: a reference name or a spec file (e.g. ``found.json`` of ``nas search``).
+        weights: a state-dict checkpoint of ``arch`` (e.g. ``found.pt``); None = pre-train first.
+        target_ms: latency target in ms on this device; or ``reduction``: the fraction of the start
+            latency to remove (0.2 = 20 % faster).
+        delta_ratio, delta_ms: the least latency cut of one iteration (δ = delta_ms or delta_ratio·L0).
+        steps: short-term fine-tune steps per proposal (the paper's T).
+        metric: ``slope`` (max ΔAcc/|ΔLat|, MobileNetV3) or ``accuracy`` (max accuracy, NetAdapt).
+        max_iters: stop after this many iterations even if the target is not met.
+        channel_step, min_width: widths move in multiples of ``channel_step``, never below ``min_width``.
+        pretrain_epochs: training of the start network when no ``weights`` are given.
+        final_epochs: long-term fine-tune of the result (or its training from scratch with ``retrain``).
+        retrain: train the result (and the baseline) from scratch instead of fine-tuning.
+        baseline: also train the width-multiplier baseline at the result's latency.
+        finetune_lr: peak learning rate of short- and long-term fine-tunes (from-scratch training uses
+            ``eval.train``'s, default 0.1).
+        seed: seeds pre-training, every fine-tune (all proposals of an iteration share one seed, so they
+            see the same batches) and the held-out split.
+        cpus_per_trial, ray_address, max_retries: execution on Ray (as ``nas search``); the proposals
+            of an iteration run as parallel tasks on every CPU of the cluster.
+        eval: data set, held-out split, training settings, latency table and deployment resolution.
+    """
+
+    run_dir: str
+    arch: str
+    weights: str | None = None
+    target_ms: float | None = None
+    reduction: float | None = None
+    delta_ratio: float = 0.01
+    delta_ms: float | None = None
+    steps: int = DEFAULT_STEPS
+    metric: str = "slope"
+    max_iters: int = 100
+    channel_step: int = 8
+    min_width: int = 8
+    pretrain_epochs: float = 3.0
+    final_epochs: float = 1.0
+    retrain: bool = False
+    baseline: bool = True
+    finetune_lr: float = 0.02
+    seed: int = 0
+    cpus_per_trial: int = 1
+    ray_address: str | None = None
+    max_retries: int = 2
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig(holdout=5000))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["eval"] = self.eval.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RefineConfig":
+        d = dict(d)
+        d["eval"] = EvalConfig(**d.get("eval", {}))
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def check(self) -> None:
+        if (self.target_ms is None) == (self.reduction is None):
+            raise RefineError("give exactly one of --target-ms and --reduction")
+        if self.target_ms is not None and not (self.target_ms > 0 and math.isfinite(self.target_ms)):
+            raise RefineError(f"--target-ms must be a positive number of milliseconds, got {self.target_ms}")
+        if self.reduction is not None and not 0 < self.reduction < 1:
+            raise RefineError(f"--reduction must be a fraction in (0, 1), e.g. 0.2 for 20 % faster; got {self.reduction}")
+        if self.metric not in ("slope", "accuracy"):
+            raise RefineError(f"--metric must be slope or accuracy, got {self.metric!r}")
+        if not 0 < self.delta_ratio < 1 or (self.delta_ms is not None and not self.delta_ms > 0):
+            raise RefineError("--delta-ratio must be in (0, 1) and --delta-ms positive")
+        for name in ("steps", "max_iters", "channel_step", "min_width", "cpus_per_trial"):
+            if getattr(self, name) < 1:
+                raise RefineError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.pretrain_epochs <= 0 or self.final_epochs < 0:
+            raise RefineError("--pretrain-epochs must be positive and --final-epochs not negative")
+
+
+@dataclass
+class RefineOutcome:
+    run_dir: Path
+    metrics: dict
+    wall_s: float
+
+
+# ------------------------------------------------------------------------------------------------
+# Ray tasks (module-level functions of plain data, like nas.evaluate.evaluate_candidate)
+# ------------------------------------------------------------------------------------------------
+
+
+def load_weights(data: bytes | str | Path) -> dict:
+    """A state dict from checkpoint bytes or a file, loaded with ``weights_only=True`` (no pickled code runs)."""
+    import torch
+
+    if not isinstance(data, bytes):
+        path = Path(data)
+        try:
+            size = path.stat().st_size
+        except OSError as e:
+            raise RefineError(f"cannot read weights {path}: {e.strerror}") from None
+        if size > MAX_CHECKPOINT_BYTES:
+            raise RefineError(f"weights {path} are {size} bytes; at most {MAX_CHECKPOINT_BYTES} allowed")
+        data = path.read_bytes()
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise RefineError(f"not a weights-only PyTorch checkpoint ({str(e).splitlines()[0][:200]})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise RefineError("the checkpoint does not hold a state dict of tensors")
+    return state
+
+
+def _weights_bytes(state: dict) -> bytes:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({k: v.contiguous() for k, v in state.items()}, buf)
+    return buf.getvalue()
+
+
+def train_task(parent_json: str, child_json: str | None, parent_weights: bytes | None, cfg: EvalConfig,
+               train: dict, seed: int, test: bool = False) -> dict:
+    """Build the child (default: the parent), inherit the parent's weights (if any), train, score.
+
+    Returns accuracy on the held-out split (and the test split when ``test``), the trained weights,
+    and timings; a diverged or broken run comes back with ``error`` set, not raised.
+    """
+    import torch
+
+    from netadapt.channels import inherit_weights
+    from nas.evaluate import _dataset
+    from nas.training import TrainConfig, TrainingDiverged, evaluate, train_model
+    from search_spaces.builder import build_model
+
+    parent = ArchSpec.from_json(parent_json)
+    child = ArchSpec.from_json(child_json) if child_json else parent
+    out: dict = {"arch_id": child.arch_id, "accuracy": None, "test_accuracy": None, "weights": None, "error": None}
+    t0 = time.perf_counter()
+    try:
+        data, train_idx, val_idx = _dataset(cfg)
+        torch.manual_seed(seed)
+        model = build_model(child)
+        if parent_weights is not None:
+            model.load_state_dict(inherit_weights(parent, load_weights(parent_weights), child))
+        tcfg = TrainConfig(**{**train, "seed": seed, "in_channels": child.in_channels})
+        tr = train_model(model, data, train_idx, val_idx, tcfg)
+        out.update(accuracy=tr.val_accuracy, val_loss=tr.val_loss, steps=tr.steps, train_s=tr.train_time_s)
+        if test:
+            out["test_accuracy"], _ = evaluate(model, data.test_images, data.test_labels, tcfg, stats=tr.input_stats)
+        out["weights"] = _weights_bytes(model.state_dict())
+    except TrainingDiverged as e:
+        out["error"] = str(e)
+    except (ValueError, RuntimeError) as e:
+        out["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]
+    out["total_s"] = time.perf_counter() - t0
+    return out
+
+
+def score_task(spec_json: str, weights: bytes, cfg: EvalConfig, train: dict, test: bool = False) -> dict:
+    """Held-out (and test) accuracy of trained weights, without training."""
+    from nas.evaluate import _dataset
+    from nas.training import TrainConfig, channel_stats, evaluate
+    from search_spaces.builder import build_model
+
+    spec = ArchSpec.from_json(spec_json)
+    data, train_idx, val_idx = _dataset(cfg)
+    tcfg = TrainConfig(**{**train, "in_channels": spec.in_channels})
+    model = build_model(spec)
+    model.load_state_dict(load_weights(weights))
+    stats = channel_stats(data.train_images[train_idx])
+    acc, _ = evaluate(model, data.train_images[val_idx], data.train_labels[val_idx], tcfg, stats=stats)
+    out = {"accuracy": acc, "test_accuracy": None}
+    if test:
+        out["test_accuracy"], _ = evaluate(model, data.test_images, data.test_labels, tcfg, stats=stats)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# The driver
+# ------------------------------------------------------------------------------------------------
+
+
+def _log(run_dir: Path, line: str, echo: Callable[[str], None] | None) -> None:
+    with open(run_dir / "log.txt", "a") as f:
+        f.write(time.strftime("%H:%M:%S ") + line + "\n")
+    if echo:
+        echo(line)
+
+
+def _write_trajectory(run_dir: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=TRAJECTORY_FIELDS, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(run_dir / TRAJECTORY_FILE, buf.getvalue())
+
+
+class _Latency:
+    """Predicted latency (the calibrated table) and on-device measurement at the deployment resolution."""
+
+    def __init__(self, cfg: EvalConfig):
+        from latency.measure import MeasureConfig
+
+        self.table = latency_table(cfg)
+        self.resolution = cfg.deploy_resolution
+        self.mcfg = MeasureConfig.from_dict(cfg.measure) if cfg.measure else MeasureConfig()
+
+    @property
+    def can_measure(self) -> bool:
+        return self.table.can_measure
+
+    def predict(self, spec: ArchSpec) -> float:
+        return self.table.predict(spec.replace(resolution=self.resolution)).latency_ms
+
+    def _onnx(self, spec: ArchSpec) -> bytes:
+        from search_spaces.export import export_onnx
+
+        return export_onnx(spec.replace(resolution=self.resolution))
+
+    def measure(self, spec: ArchSpec) -> float | None:
+        from latency.measure import measure_onnx
+
+        return measure_onnx(self._onnx(spec), self.mcfg).median_ms if self.can_measure else None
+
+    def ratio(self, spec: ArchSpec, reference: ArchSpec) -> float | None:
+        """latency(spec) / latency(reference), measured interleaved (NetAdapt's 1 % steps need pairing)."""
+        from latency.measure import measure_pair
+
+        return measure_pair(self._onnx(spec), self._onnx(reference), self.mcfg).ratio if self.can_measure else None
+
+    def calibrate_near(self, spec: ArchSpec, echo) -> float | None:
+        """Measure ``spec`` and two narrower versions whole and refit the table's calibration on them,
+        so that predictions are accurate where NetAdapt will walk. Returns the start's measured latency."""
+        from netadapt.channels import scale_widths
+
+        if not self.can_measure:
+            return None
+        start = None
+        for m in (1.0, 0.75, 0.5):
+            s = scale_widths(spec, m).replace(resolution=self.resolution)
+            measured = self.measure(s)
+            self.table.add_point(s, measured)
+            start = start if start is not None else measured
+        cal = self.table.fit()
+        if echo:
+            echo(f"calibrated the latency table on the start network and two narrower versions "
+                 f"(leave-one-out error {cal.loo_mean_abs_error:.1%} over {cal.n_points} networks)")
+        return start
+
+
+def _start_spec(cfg: RefineConfig, data) -> ArchSpec:
+    spec = resolve_arch(cfg.arch)
+    if (spec.num_classes, spec.in_channels) != (data.num_classes, data.channels):
+        if cfg.weights:
+            raise RefineError(f"{cfg.arch} is a network for {spec.num_classes} classes and {spec.in_channels} input "
+                              f"channels, but {data.name} has {data.num_classes} and {data.channels}; its weights "
+                              "cannot be used (drop --weights to pre-train it on this data set)")
+        spec = spec.replace(num_classes=data.num_classes, in_channels=data.channels)
+    return spec.replace(resolution=cfg.eval.deploy_resolution, name=spec.name or Path(cfg.arch).stem)
+
+
+def _train_cfg(cfg: RefineConfig, **changes) -> dict:
+    base = {"batch_size": 128, "resolution_px": 32, "threads": cfg.cpus_per_trial, **cfg.eval.train}
+    base.pop("epochs", None), base.pop("steps", None)
+    return {**base, **changes}
+
+
+def _finetune(cfg: RefineConfig, **length) -> dict:
+    return _train_cfg(cfg, lr=cfg.finetune_lr, warmup_fraction=0.0, **length)
+
+
+def _metrics(spec: ArchSpec, accuracy, latency_pred, latency_measured=None, **extra) -> dict:
+    c = count(spec)
+    return {"arch_id": spec.arch_id, "accuracy": accuracy, "latency_pred_ms": latency_pred,
+            "latency_measured_ms": latency_measured, "madds": c.madds, "params": c.params, **extra}
+
+
+def run_refine(cfg: RefineConfig, *, resume: bool = False, force: bool = False,
+               echo: Callable[[str], None] | None = print) -> RefineOutcome:
+    """Run (or resume) a refinement; see the module docstring. Returns where the result is."""
+    from nas.data import load_dataset
+    from nas.execution import RayPool
+    from nas.search import environment, prepare_run_dir
+
+    t_start = time.perf_counter()
+    run_dir = Path(cfg.run_dir)
+    cfg.check()
+    state_path = run_dir / STATE_FILE
+    if resume:
+        if not state_path.exists():
+            raise RefineError(f"{run_dir} holds no refinement to resume (no {STATE_FILE})")
+        state = json.loads(state_path.read_text())
+    else:
+        prepare_run_dir(run_dir, force)
+        state = None
+
+    data = load_dataset(cfg.eval.dataset, cfg.eval.data_dir)  # fail fast, before Ray starts
+    lat = _Latency(cfg.eval)
+    pool = None
+    elapsed_before = state.get("elapsed_s", 0.0) if state else 0.0
+
+    def save(st: dict) -> dict:
+        st = {**st, "elapsed_s": elapsed_before + time.perf_counter() - t_start}
+        atomic_write_text(state_path, json.dumps(st, indent=1))
+        return st
+
+    try:
+        if state is None:
+            start = _start_spec(cfg, data)
+            state = _begin(cfg, start, lat, run_dir, echo)
+            atomic_write_text(run_dir / CONFIG_FILE, json.dumps(
+                {"refine": cfg.to_dict(), "environment": environment(), "device": lat.table.fingerprint,
+                 "dataset": {"name": data.name, "source": data.source, "classes": data.num_classes},
+                 "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2, default=str))
+            state = save(state)
+        pool = RayPool(address=cfg.ray_address, cpus_per_trial=cfg.cpus_per_trial, max_retries=cfg.max_retries)
+        if state["stage"] == "pretrain":
+            state = save(_pretrain(cfg, state, pool, run_dir, echo))
+        while state["stage"] == "iterate":
+            state = save(_iterate(cfg, state, pool, lat, run_dir, echo))
+            _prune_weights(run_dir, state)
+        if state["stage"] == "finish":
+            state = save(_finish(cfg, state, pool, lat, run_dir, echo, elapsed_before + time.perf_counter() - t_start))
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    metrics = json.loads((run_dir / "final_metrics.json").read_text())
+    return RefineOutcome(run_dir, metrics, time.perf_counter() - t_start)
+
+
+def _begin(cfg: RefineConfig, start: ArchSpec, lat: _Latency, run_dir: Path, echo) -> dict:
+    """Resolve target and δ, check that the target is reachable, save the start; the first state."""
+    from netadapt.proposals import smallest_network
+
+    measured = lat.calibrate_near(start, echo)
+    l0 = lat.predict(start)
+    target = cfg.target_ms if cfg.target_ms is not None else (1 - cfg.reduction) * l0
+    delta = cfg.delta_ms if cfg.delta_ms is not None else cfg.delta_ratio * l0
+    floor = lat.predict(smallest_network(start, cfg.min_width))
+    if target >= l0:
+        raise RefineError(f"{start.name or cfg.arch} already meets the target: predicted {l0:.3f} ms ≤ {target:.3f} ms "
+                          "on this device; give a lower --target-ms or use --reduction")
+    if target < floor:
+        raise RefineError(f"target {target:.3f} ms cannot be reached from {start.name or cfg.arch}: even with every "
+                          f"layer at {cfg.min_width} channels it takes {floor:.3f} ms (predicted) on this device")
+    start.save(run_dir / "start.json")
+    _log(run_dir, f"start {start.name}: predicted {l0:.3f} ms"
+                  + (f", measured {measured:.3f} ms" if measured else "")
+                  + f" at {lat.resolution}²; target {target:.3f} ms ({1 - target / l0:.1%} faster); "
+                  f"δ = {delta:.4f} ms per iteration; T = {cfg.steps} steps; metric {cfg.metric}", echo)
+    if cfg.weights:
+        weights = load_weights(cfg.weights)  # checked now, before any training
+        from netadapt.channels import inherit_weights
+
+        try:
+            inherit_weights(start, weights, start)
+        except ValueError as e:
+            raise RefineError(f"--weights {cfg.weights} do not fit {cfg.arch}: {e}") from None
+        atomic_write_bytes(run_dir / "weights" / "start.pt", _weights_bytes(weights))
+    return {"stage": "iterate" if cfg.weights else "pretrain", "iteration": 0, "target_ms": target,
+            "delta_ms": delta, "floor_ms": floor, "l0_pred_ms": l0, "l0_measured_ms": measured,
+            "start": start.to_dict(), "current": {"spec": start.to_dict(), "weights": "weights/start.pt",
+                                                  "accuracy": None, "latency_pred_ms": l0,
+                                                  "latency_measured_ms": measured},
+            "rows": [], "path_steps": 0}
+
+
+def _pretrain(cfg: RefineConfig, state: dict, pool, run_dir: Path, echo) -> dict:
+    spec = ArchSpec.from_dict(state["start"])
+    _log(run_dir, f"no --weights: training the start network for {cfg.pretrain_epochs:g} epochs first", echo)
+    res = pool.result(pool.call(train_task, spec.to_json(), None, None, cfg.eval,
+                                _train_cfg(cfg, epochs=cfg.pretrain_epochs), cfg.seed))
+    if res["error"]:
+        raise RefineError(f"training the start network failed: {res['error']}")
+    atomic_write_bytes(run_dir / "weights" / "start.pt", res["weights"])
+    _log(run_dir, f"start network trained: held-out accuracy {res['accuracy']:.4f} ({res['total_s']:.0f} s)", echo)
+    return {**state, "stage": "iterate"}
+
+
+def _start_row(state: dict, spec: ArchSpec, accuracy: float) -> dict:
+    c = count(spec)
+    return {"iteration": 0, "proposal": 0, "kind": "start", "group": spec.name, "accuracy": accuracy,
+            "latency_pred_ms": state["l0_pred_ms"], "latency_measured_ms": state["l0_measured_ms"],
+            "madds": c.madds, "params": c.params, "chosen": True}
+
+
+def _iterate(cfg: RefineConfig, state: dict, pool, lat: _Latency, run_dir: Path, echo) -> dict:
+    """One NetAdapt iteration (or the decision that none is needed): returns the next state."""
+    from nas.execution import WorkerLostError
+    from netadapt.proposals import make_proposals
+
+    cur = state["current"]
+    spec = ArchSpec.from_dict(cur["spec"])
+    weights = (run_dir / cur["weights"]).read_bytes()
+    eval_train = _train_cfg(cfg)
+    if cur["accuracy"] is None:  # the start network: score it once
+        cur = {**cur, "accuracy": pool.result(pool.call(score_task, spec.to_json(), weights, cfg.eval,
+                                                         eval_train))["accuracy"]}
+        state = {**state, "current": cur, "rows": [_start_row(state, spec, cur["accuracy"])]}
+        _log(run_dir, f"start network: held-out accuracy {cur['accuracy']:.4f}", echo)
+    k = state["iteration"] + 1
+    if cur["latency_pred_ms"] <= state["target_ms"]:
+        _log(run_dir, f"target met after {k - 1} iterations: {cur['latency_pred_ms']:.3f} ms ≤ "
+                      f"{state['target_ms']:.3f} ms (predicted)", echo)
+        return {**state, "stage": "finish", "target_met": True}
+    if k > cfg.max_iters:
+        _log(run_dir, f"stopped at --max-iters {cfg.max_iters} before the target", echo)
+        return {**state, "stage": "finish", "target_met": False}
+
+    proposals = make_proposals(spec, lat.predict, cur["latency_pred_ms"], state["delta_ms"], cfg.channel_step,
+                               cfg.min_width)
+    if not proposals:
+        _log(run_dir, "no channel group can cut δ any more: stopping before the target", echo)
+        return {**state, "stage": "finish", "target_met": False}
+    t0 = time.perf_counter()
+    parent_ref = pool.put(weights)
+    seed = cfg.seed * 100_003 + k  # one seed per iteration: every proposal sees the same batches
+    refs = [pool.call(train_task, spec.to_json(), p.spec.to_json(), parent_ref, cfg.eval,
+                      _finetune(cfg, steps=cfg.steps), seed) for p in proposals]
+    results = []
+    for ref in refs:
+        try:
+            results.append(pool.result(ref))
+        except WorkerLostError as e:
+            results.append({"accuracy": None, "weights": None, "error": f"worker lost after retries: {e}"})
+
+    rows, best = [], None
+    for n, (p, res) in enumerate(zip(proposals, results), start=1):
+        c = count(p.spec)
+        d_lat = p.latency_ms - cur["latency_pred_ms"]
+        row = {"iteration": k, "proposal": n, "kind": p.kind, "group": p.name,
+               "blocks": " ".join(map(str, p.group.blocks)), "old_width": p.group.width, "new_width": p.new_width,
+               "latency_pred_ms": p.latency_ms, "delta_latency_pred_ms": d_lat, "madds": c.madds,
+               "params": c.params, "chosen": False, "error": res["error"]}
+        if res["error"] is None:
+            d_acc = res["accuracy"] - cur["accuracy"]
+            row.update(accuracy=res["accuracy"], delta_acc=d_acc, slope=d_acc / abs(d_lat))
+            score = row["slope"] if cfg.metric == "slope" else res["accuracy"]
+            if best is None or score > best[0]:
+                best = (score, n - 1)
+        rows.append(row)
+    if best is None:
+        raise RefineError(f"iteration {k}: every proposal failed (first error: {results[0]['error']})")
+    i = best[1]
+    chosen, res, row = proposals[i], results[i], rows[i]
+    ratio = lat.ratio(chosen.spec, spec)
+    if ratio is not None and cur["latency_measured_ms"] is not None:
+        row["latency_measured_ms"] = ratio * cur["latency_measured_ms"]
+        row["delta_latency_measured_ms"] = row["latency_measured_ms"] - cur["latency_measured_ms"]
+    row["chosen"] = True
+    name = f"weights/iter_{k}.pt"
+    atomic_write_bytes(run_dir / name, res["weights"])
+    _log(run_dir, f"iteration {k}: {len(proposals)} proposals in {time.perf_counter() - t0:.0f} s; chose {chosen.name} "
+                  f"{chosen.group.width}→{chosen.new_width}: accuracy {res['accuracy']:.4f} ({row['delta_acc']:+.4f}), "
+                  f"{chosen.latency_ms:.3f} ms ({row['delta_latency_pred_ms']:+.3f} predicted"
+                  + (f", {row['delta_latency_measured_ms']:+.3f} measured" if row.get("latency_measured_ms") else "")
+                  + f"); target {state['target_ms']:.3f} ms", echo)
+    new_state = {**state, "iteration": k, "rows": state["rows"] + rows, "path_steps": state["path_steps"] + cfg.steps,
+                 "current": {"spec": chosen.spec.replace(name=f"{spec.name.split('@')[0]}@netadapt{k}").to_dict(),
+                             "weights": name, "accuracy": res["accuracy"], "latency_pred_ms": chosen.latency_ms,
+                             "latency_measured_ms": row.get("latency_measured_ms")}}
+    _write_trajectory(run_dir, new_state["rows"])
+    return new_state
+
+
+def _prune_weights(run_dir: Path, state: dict) -> None:
+    """Delete iteration weights the saved state no longer points at (after the state is written)."""
+    for p in (run_dir / "weights").glob("iter_*.pt"):
+        if f"weights/{p.name}" != state["current"]["weights"]:
+            p.unlink(missing_ok=True)
+
+
+def _baseline_spec(start: ArchSpec, lat: _Latency, latency_ms: float) -> tuple[ArchSpec, float]:
+    """The uniform width multiplier of ``start`` whose predicted latency is closest to ``latency_ms``.
+
+    Widths round to multiples of 8 (the MobileNets' rule), so latency moves in steps; the bisection
+    brackets the target and the closer side wins (both latencies are reported, and measured)."""
+    from netadapt.channels import scale_widths
+
+    lo, hi = 0.05, 1.0  # lat(lo) <= latency_ms < lat(hi) (the start is slower than the result)
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        if lat.predict(scale_widths(start, mid)) <= latency_ms:
+            lo = mid
+        else:
+            hi = mid
+    below, above = scale_widths(start, lo), scale_widths(start, hi)
+    if abs(lat.predict(above) - latency_ms) < abs(lat.predict(below) - latency_ms):
+        return above, hi
+    return below, lo
+
+
+def _finish(cfg: RefineConfig, state: dict, pool, lat: _Latency, run_dir: Path, echo, wall_s: float) -> dict:
+    """Long-term fine-tune (or retrain), the width-multiplier baseline, final measurements, files."""
+    from search_spaces.export import export_onnx
+
+    start = ArchSpec.from_dict(state["start"])
+    cur = state["current"]
+    refined = ArchSpec.from_dict(cur["spec"])
+    weights = (run_dir / cur["weights"]).read_bytes()
+    start_weights = (run_dir / "weights" / "start.pt").read_bytes()
+    steps_final = None
+    jobs = {}
+    if cfg.retrain:
+        length = {"epochs": cfg.final_epochs} if cfg.final_epochs else {"epochs": cfg.pretrain_epochs}
+        jobs["refined"] = pool.call(train_task, refined.to_json(), None, None, cfg.eval, _train_cfg(cfg, **length),
+                                    cfg.seed, True)
+    elif cfg.final_epochs:
+        jobs["refined"] = pool.call(train_task, refined.to_json(), None, weights, cfg.eval,
+                                    _finetune(cfg, epochs=cfg.final_epochs), cfg.seed, True)
+    else:
+        jobs["refined"] = pool.call(score_task, refined.to_json(), weights, cfg.eval, _train_cfg(cfg), True)
+    jobs["start"] = pool.call(score_task, start.to_json(), start_weights, cfg.eval, _train_cfg(cfg), True)
+    base_spec, multiplier = None, None
+    if cfg.baseline:
+        base_spec, multiplier = _baseline_spec(start, lat, cur["latency_pred_ms"])
+        base_spec = base_spec.replace(name=f"{start.name}@x{multiplier:.3f}")
+        if cfg.retrain:
+            jobs["baseline"] = pool.call(train_task, base_spec.to_json(), None, None, cfg.eval,
+                                         _train_cfg(cfg, epochs=cfg.final_epochs or cfg.pretrain_epochs), cfg.seed, True)
+        else:
+            # the same fine-tuning budget the refined network had: its path's steps plus the final epochs
+            n_train = _train_size(cfg)
+            steps_final = math.ceil(cfg.final_epochs * n_train / _train_cfg(cfg)["batch_size"]) if cfg.final_epochs else 0
+            jobs["baseline"] = pool.call(train_task, start.to_json(), base_spec.to_json(), start_weights, cfg.eval,
+                                         _finetune(cfg, steps=max(1, state["path_steps"] + steps_final)), cfg.seed,
+                                         True)
+        _log(run_dir, f"baseline: {start.name} at width multiplier {multiplier:.3f} "
+                      f"({lat.predict(base_spec):.3f} ms predicted)", echo)
+    _log(run_dir, "final training of the result" + (" and the baseline" if cfg.baseline else ""), echo)
+    results = {name: pool.result(ref) for name, ref in jobs.items()}
+    for name, res in results.items():
+        if res.get("error"):
+            raise RefineError(f"final training of the {name} network failed: {res['error']}")
+    final_weights = results["refined"].get("weights") or weights
+    atomic_write_bytes(run_dir / "refined.pt", final_weights)
+    refined.save(run_dir / "refined.json")
+    export_onnx(refined.replace(resolution=lat.resolution), run_dir / "refined.onnx")
+    _log(run_dir, "measuring start, result" + (" and baseline" if cfg.baseline else "") + " on the device", echo)
+    metrics = {
+        "start": _metrics(start, results["start"]["accuracy"], state["l0_pred_ms"], lat.measure(start),
+                          test_accuracy=results["start"]["test_accuracy"]),
+        "refined": _metrics(refined, results["refined"]["accuracy"], cur["latency_pred_ms"], lat.measure(refined),
+                            test_accuracy=results["refined"]["test_accuracy"]),
+        "target_ms": state["target_ms"], "delta_ms": state["delta_ms"], "target_met": state.get("target_met"),
+        "iterations": state["iteration"], "metric": cfg.metric, "steps": cfg.steps,
+        "fine_tune_steps_path": state["path_steps"], "retrain": cfg.retrain, "final_epochs": cfg.final_epochs,
+        "deploy_resolution": lat.resolution, "dataset": cfg.eval.dataset,
+    }
+    if cfg.baseline:
+        base_spec.save(run_dir / "baseline.json")
+        metrics["baseline"] = _metrics(base_spec, results["baseline"]["accuracy"], lat.predict(base_spec),
+                                       lat.measure(base_spec), test_accuracy=results["baseline"]["test_accuracy"],
+                                       width_multiplier=multiplier)
+    metrics["wall_s"] = wall_s
+    atomic_write_text(run_dir / "final_metrics.json", json.dumps(metrics, indent=2))
+    s, r = metrics["start"], metrics["refined"]
+    line = (f"result: {refined.name}: held-out accuracy {r['accuracy']:.4f} (start {s['accuracy']:.4f}), test "
+            f"{r['test_accuracy']:.4f} (start {s['test_accuracy']:.4f}); measured {r['latency_measured_ms'] or float('nan'):.3f} ms "
+            f"(start {s['latency_measured_ms'] or float('nan'):.3f} ms)")
+    _log(run_dir, line, echo)
+    if cfg.baseline:
+        b = metrics["baseline"]
+        _log(run_dir, f"baseline ×{multiplier:.3f}: held-out accuracy {b['accuracy']:.4f}, test {b['test_accuracy']:.4f}, "
+                      f"measured {b['latency_measured_ms'] or float('nan'):.3f} ms", echo)
+    return {**state, "stage": "done"}
+
+
+def _train_size(cfg: RefineConfig) -> int:
+    from nas.evaluate import _dataset
+
+    _, train_idx, _ = _dataset(cfg.eval)
+    return len(train_idx)
