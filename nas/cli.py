@@ -136,6 +136,15 @@ def _add_search_command(sub: argparse._SubParsersAction) -> None:
 COMMAND_GROUPS.append(_add_search_command)
 
 
+def _add_report_command(sub: argparse._SubParsersAction) -> None:
+    from nas.cli_report import add_report_command
+
+    add_report_command(sub)
+
+
+COMMAND_GROUPS.append(_add_report_command)
+
+
 def _positive_int(text: str) -> int:
     try:
         v = int(text)

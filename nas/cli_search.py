@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 DEFAULT_STEPS = 150
 
@@ -43,9 +44,11 @@ def cmd_search(args) -> int:
         )
     echo = None if args.json else (lambda line: print(line, flush=True))
     outcome = run_search(cfg, resume=bool(args.resume), force=args.force, echo=echo)
+    report = None if args.no_report else _write_report(outcome.run_dir, args.report_references, echo)
     if args.json:
         json.dump({"run_dir": str(outcome.run_dir), "found": outcome.found_metrics, "completed": outcome.completed,
-                   "failed": outcome.failed, "wall_s": outcome.wall_s}, sys.stdout, indent=2)
+                   "failed": outcome.failed, "wall_s": outcome.wall_s, "report": report and str(report)},
+                  sys.stdout, indent=2)
         print()
         return 0 if outcome.found else 1
     print(f"\n{outcome.completed} trials completed, {outcome.failed} failed, in {outcome.wall_s / 60:.1f} min")
@@ -60,6 +63,17 @@ def cmd_search(args) -> int:
     print(f"\nwrote {outcome.run_dir}/found.json (next: netadapt refine --arch {outcome.run_dir}/found.json), "
           f"trials.csv, pareto.csv")
     return 0
+
+
+def _write_report(run_dir: Path, references: bool, echo: Callable[[str], None] | None) -> Path | None:
+    """The run's report (see nas.report); a report that cannot be written is a warning, not a failed search."""
+    from nas.report import write_report
+
+    try:
+        return write_report([run_dir], references=references, echo=echo)
+    except (ValueError, OSError) as e:
+        print(f"warning: report not written ({e}); try `nas report {run_dir}`", file=sys.stderr)
+        return None
 
 
 def add_search_command(sub: argparse._SubParsersAction) -> None:
@@ -106,4 +120,8 @@ def add_search_command(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--workers", type=int, help="concurrent evaluations (default: CPUs / --cpus-per-trial)")
     r.add_argument("--cpus-per-trial", type=int, default=1)
     r.add_argument("--json", action="store_true", help="print only a JSON summary")
+    r.add_argument("--no-report", action="store_true", help="do not write RUN_DIR/report/ at the end")
+    r.add_argument("--report-references", action="store_true",
+                   help="train the reference networks with the same proxy for the report (minutes at the default "
+                        "budget; `nas report RUN_DIR` can add them later)")
     p.set_defaults(func=cmd_search)
