@@ -110,8 +110,8 @@ def cmd_measure(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    spec = _spec(args)  # a bad spec fails before a table is created or its overhead measured
     table = _table(args)
-    spec = _spec(args)
     p = table.predict(spec, measure_missing=not args.no_measure)
     cal = table.calibration
     result = {"arch": spec.name or args.arch, "arch_id": spec.arch_id, "resolution": spec.resolution,
@@ -142,7 +142,8 @@ def cmd_build_lut(args) -> int:
 
     from search_spaces.spaces import get_space
 
-    table = _table(args)
+    specs = [_spec(argparse.Namespace(arch=a, resolution=args.resolution)) for a in args.arch or []]
+    table = _table(args)  # after the specs were read: a bad one creates no table
     if not table.can_measure:
         raise ValueError(f"{table.path} belongs to another device; build it there with `nas latency export-bundle`")
     t0 = time.perf_counter()
@@ -151,7 +152,6 @@ def cmd_build_lut(args) -> int:
         keys = space.layer_keys()
         calib = _calibration_specs(space, args.calibrate, seed=args.seed)
     else:
-        specs = [_spec(argparse.Namespace(arch=a, resolution=args.resolution)) for a in args.arch]
         from search_spaces import walk
 
         keys = {layer.key for s in specs for layer in walk(s)}

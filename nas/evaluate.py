@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -24,6 +25,24 @@ from search_spaces import ArchSpec, count
 # latency table once, not once per trial.
 _DATA_CACHE: dict[tuple, Any] = {}
 _TABLE_CACHE: dict[tuple, Any] = {}
+
+
+FAULT_ENV = "HWNAS_INJECT_FAULT"
+"""Fault injection for the reliability tests (``tests/reliability``); off unless this variable is set.
+
+``FAULT:ARCH_ID[,FAULT:ARCH_ID...]`` (ARCH_ID ``*``: every candidate) makes the evaluation of that
+architecture fail for real: ``nan-weights`` puts a NaN into its first weight (the training loss is
+NaN), ``huge-weights`` scales every parameter by 1e4 (the loss explodes), ``export`` exports it with a
+wrong input shape (the exporter fails)."""
+
+
+def injected_fault(arch_id: str) -> str | None:
+    """The fault :data:`FAULT_ENV` asks for on ``arch_id``, if any."""
+    for item in os.environ.get(FAULT_ENV, "").split(","):
+        fault, _, target = item.strip().partition(":")
+        if fault and target in (arch_id, "*"):
+            return fault
+    return None
 
 
 @dataclass(frozen=True)
@@ -142,7 +161,12 @@ def evaluate_candidate(spec_json: str, cfg: EvalConfig, seed: int = 0) -> EvalRe
     result = EvalResult(arch_id=spec.arch_id)
     cost = count(spec.replace(resolution=cfg.deploy_resolution))
     result.madds, result.params = cost.madds, cost.params
+    fault = injected_fault(spec.arch_id)
     try:
+        if fault == "export":  # the real exporter, traced with one input channel too many
+            from search_spaces.export import export_onnx
+
+            export_onnx(spec.replace(resolution=cfg.deploy_resolution), in_channels=spec.in_channels + 1)
         t0 = time.perf_counter()
         result.latency_predicted_ms, result.latency_measured_ms = candidate_latency(spec, cfg)
         result.latency_ms = result.latency_measured_ms or result.latency_predicted_ms
@@ -152,6 +176,11 @@ def evaluate_candidate(spec_json: str, cfg: EvalConfig, seed: int = 0) -> EvalRe
         train_cfg = TrainConfig(**{**cfg.train, "seed": seed, "in_channels": spec.in_channels})
         torch.manual_seed(seed)
         model = build_model(spec)
+        if fault in ("nan-weights", "huge-weights"):
+            with torch.no_grad():
+                params = list(model.parameters())
+                for p in params[:1] if fault == "nan-weights" else params:
+                    p.mul_(math.nan if fault == "nan-weights" else 1e4)
         tr = train_model(model, data, train_idx, val_idx, train_cfg)
         if not math.isfinite(tr.val_loss) or not math.isfinite(tr.val_accuracy):
             raise TrainingDiverged(tr.steps, tr.val_loss)

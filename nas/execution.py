@@ -10,6 +10,7 @@ are retried by Ray up to ``max_retries`` times; errors raised by the evaluation 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -26,6 +27,37 @@ def _ray_env_defaults() -> None:
     # No telemetry, no token file in $HOME: this framework never talks to the network.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+@contextlib.contextmanager
+def loopback_only():
+    """Make a local Ray instance started inside this block listen on 127.0.0.1 only.
+
+    Ray ignores ``_node_ip_address="127.0.0.1"`` on Linux (it swaps loopback for the machine's
+    routable address) and its GCS, raylet, workers and agents then listen on every interface. With
+    clusters disabled (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, Ray's own switch, read at import and
+    inherited by the processes it starts) the node address stays 127.0.0.1. Restored on exit, so that
+    joining a real cluster later in this process is unaffected.
+    """
+    name = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+    old_env = os.environ.get(name)
+    os.environ[name] = "0"
+    try:
+        from ray._private import ray_constants
+    except ImportError:  # pragma: no cover - a Ray without this module: the variable alone must do
+        ray_constants = None
+    old_flag = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    if ray_constants is not None and old_flag is not None:
+        ray_constants.ENABLE_RAY_CLUSTER = False  # ray was imported before the variable was set
+    try:
+        yield
+    finally:
+        if old_env is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old_env
+        if ray_constants is not None and old_flag is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = old_flag
 
 
 def _evaluate_task(spec_json: str, cfg: EvalConfig, seed: int) -> EvalResult:
@@ -61,16 +93,17 @@ class RayPool:
             if self.address:
                 ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False)
             else:
-                ray.init(
-                    address="local",
-                    num_cpus=self.num_cpus or os.cpu_count(),
-                    include_dashboard=self.dashboard,
-                    dashboard_host="127.0.0.1",
-                    _node_ip_address="127.0.0.1",
-                    object_store_memory=512 * 1024 * 1024,
-                    logging_level=logging.WARNING,
-                    log_to_driver=False,
-                )
+                with loopback_only():
+                    ray.init(
+                        address="local",
+                        num_cpus=self.num_cpus or os.cpu_count(),
+                        include_dashboard=self.dashboard,
+                        dashboard_host="127.0.0.1",
+                        _node_ip_address="127.0.0.1",
+                        object_store_memory=512 * 1024 * 1024,
+                        logging_level=logging.WARNING,
+                        log_to_driver=False,
+                    )
                 self._owns_instance = True
         self._remotes: dict = {}
         self._task = self._remote(_evaluate_task)
@@ -90,9 +123,11 @@ class RayPool:
     def submit(self, spec_json: str, cfg: EvalConfig, seed: int) -> Any:
         return self._task.remote(spec_json, cfg, seed)
 
-    def call(self, fn, *args) -> Any:
-        """Submit ``fn(*args)`` as a task with the pool's resources and retries (fn: a module-level function)."""
-        return self._remote(fn).remote(*args)
+    def call(self, fn, *args, num_cpus: int | None = None) -> Any:
+        """Submit ``fn(*args)`` as a task with the pool's retries and ``cpus_per_trial`` CPUs (or
+        ``num_cpus``, e.g. all of a node for a single long training); fn is a module-level function."""
+        remote = self._remote(fn)
+        return (remote.options(num_cpus=num_cpus) if num_cpus else remote).remote(*args)
 
     def put(self, value) -> Any:
         """Store a large argument once in the object store (pass the ref to several calls)."""

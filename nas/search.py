@@ -123,6 +123,25 @@ def prepare_run_dir(path: Path, force: bool) -> None:
         raise SearchError(f"run directory {path} is not writable ({e.strerror})") from None
 
 
+def repair_journal(path: Path) -> bool:
+    """Cut a torn last record off the study journal; True if there was one.
+
+    A crash in the middle of an append (power loss, a full disk) leaves a last line without its
+    newline. Optuna skips it when reading, but appends the next record right after it, and the merged
+    line makes the journal unreadable (the resumed search fails at its first ask). The torn operation
+    never completed, so dropping it loses nothing that was acknowledged: a trial whose result it held
+    is still RUNNING in the journal and runs again as an interrupted trial.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return False
+    if not data or data.endswith(b"\n"):
+        return False
+    atomic_write_bytes(path, data[: data.rfind(b"\n") + 1])
+    return True
+
+
 def environment() -> dict:
     import onnxruntime
     import optuna
@@ -308,6 +327,10 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, force: bool = False,
     if not resume:
         corners = {k: candidate_latency(s, cfg.eval) for k, s in corner_specs(space).items()}
         low, high = (v[1] or v[0] for v in (corners["fastest"], corners["slowest"]))
+        if cfg.target_ms is not None and target < low:  # checked before anything is written
+            raise SearchError(f"--target-ms {target:g} is below the fastest architecture of space {cfg.space} "
+                              f"on this device ({low:.3f} ms at {cfg.eval.deploy_resolution}²): no candidate can "
+                              "meet it; raise the target or use --target-like ARCH")
         config = {"search": cfg.to_dict(), "target_ms": target, "space_size": space.size,
                   "latency_range_ms": [low, high], "environment": environment(),
                   "dataset": {"name": data.name, "source": data.source, "train": len(data.train_labels),
@@ -321,20 +344,30 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, force: bool = False,
             _log(run_dir, f"warning: every architecture of this space meets the target {target:.2f} ms on this "
                           f"device (range {low:.2f}–{high:.2f} ms): the latency term only trades accuracy for "
                           "speed at the reward's rate (w = α); try --target-like or a lower --target-ms", echo)
-        elif target < low:
+        elif target < low:  # only with --target-like: a reference faster than the whole space
             _log(run_dir, f"warning: no architecture of this space meets the target {target:.2f} ms on this "
                           f"device (range {low:.2f}–{high:.2f} ms): the search will favour the fastest ones", echo)
 
+    repair_journal(run_dir / STUDY_FILE)
     storage = JournalStorage(JournalFileBackend(str(run_dir / STUDY_FILE)))
-    study = optuna.create_study(study_name=STUDY_NAME, storage=storage, directions=study_directions(cfg.searcher),
-                                sampler=make_sampler(cfg.searcher, space, seed=cfg.seed), load_if_exists=True)
+    try:
+        study = optuna.create_study(study_name=STUDY_NAME, storage=storage, directions=study_directions(cfg.searcher),
+                                    sampler=make_sampler(cfg.searcher, space, seed=cfg.seed), load_if_exists=True)
+    except ValueError as e:  # a journal damaged in the middle (a torn last record is repaired above)
+        raise SearchError(f"{run_dir / STUDY_FILE}: unreadable study journal ({e})") from None
     dists = distributions(space)
 
-    # Interrupted trials (a killed driver leaves them RUNNING): fail them and run them again.
+    # Interrupted trials (a killed driver leaves them RUNNING): fail them and run them again. A trial
+    # killed while its parameters were being written has only some: re-run it only if they were fixed
+    # in advance (an enqueued seed or re-run); a half-made proposal is dropped (a new one replaces it).
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-        study.enqueue_trial(t.params, user_attrs={"rerun_of": t.number}, skip_if_exists=False)
-        _log(run_dir, f"trial {t.number} was interrupted; it will run again", echo)
+        params = t.params if set(t.params) == set(dists) else t.system_attrs.get("fixed_params")
+        if params:
+            study.enqueue_trial(params, user_attrs={"rerun_of": t.number}, skip_if_exists=False)
+            _log(run_dir, f"trial {t.number} was interrupted; it will run again", echo)
+        else:
+            _log(run_dir, f"trial {t.number} was interrupted while being proposed; a new proposal replaces it", echo)
     if not resume and cfg.seeds:
         for name, params in space.seeds().items():
             study.enqueue_trial(params, user_attrs={"seed_name": name})

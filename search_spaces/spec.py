@@ -259,7 +259,10 @@ def load(path: str | Path) -> ArchSpec:
         size = p.stat().st_size
         if size > MAX_SPEC_BYTES:
             raise SpecError("", f"{p}: file is {size} bytes; a spec is at most {MAX_SPEC_BYTES}")
-        raw = p.read_bytes()
+        with open(p, "rb") as f:  # bounded: /dev/zero or a growing file reports a small st_size
+            raw = f.read(MAX_SPEC_BYTES + 1)
+        if len(raw) > MAX_SPEC_BYTES:
+            raise SpecError("", f"{p}: more than {MAX_SPEC_BYTES} bytes; a spec is at most {MAX_SPEC_BYTES}")
     except FileNotFoundError:
         raise SpecError("", f"{p}: no such file") from None
     except IsADirectoryError:
@@ -299,10 +302,10 @@ def _check_nesting(text: str) -> None:
 def _obj(data: Any, path: str, required: set[str], optional: set[str]) -> Mapping[str, Any]:
     if not isinstance(data, dict):
         raise SpecError(path, f"expected an object, got {_typename(data)}")
-    unknown = sorted(set(data) - required - optional)
+    unknown = sorted(set(data) - required - optional, key=_show)  # keys of any type (from_dict)
     if unknown:
         allowed = ", ".join(sorted(required | optional))
-        raise SpecError(path, f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {allowed}")
+        raise SpecError(path, f"unknown field(s) {', '.join(map(_show, unknown))}; allowed: {allowed}"[:300])
     missing = sorted(required - set(data))
     if missing:
         raise SpecError(path, f"missing required field(s) {', '.join(map(repr, missing))}")
@@ -315,32 +318,43 @@ def _typename(v: Any) -> str:
     )
 
 
+def _show(v: Any) -> str:
+    """A value for an error message, bounded: repr() of a huge integer raises, a huge string floods."""
+    if isinstance(v, int) and not isinstance(v, bool) and not -10**30 < v < 10**30:
+        return f"an integer of {v.bit_length()} bits"
+    try:
+        text = repr(v)
+    except ValueError:  # e.g. a list holding a huge integer
+        return "(too large to show)"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _int(v: Any, path: str, lo: int, hi: int) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
-        raise SpecError(path, f"expected an integer in {lo}..{hi}, got {_typename(v)} {v!r}"[:200])
+        raise SpecError(path, f"expected an integer in {lo}..{hi}, got {_typename(v)} {_show(v)}"[:200])
     if not lo <= v <= hi:
-        raise SpecError(path, f"must be in {lo}..{hi}, got {v}")
+        raise SpecError(path, f"must be in {lo}..{hi}, got {_show(v)}")
     return v
 
 
 def _choice(v: Any, path: str, allowed: tuple) -> Any:
     if isinstance(v, bool) or v not in allowed:
         shown = ", ".join(map(str, allowed))
-        raise SpecError(path, f"must be one of {shown}, got {v!r}"[:200])
+        raise SpecError(path, f"must be one of {shown}, got {_show(v)}"[:200])
     return v
 
 
 def _bool(v: Any, path: str) -> bool:
     if not isinstance(v, bool):
-        raise SpecError(path, f"expected true or false, got {_typename(v)} {v!r}"[:200])
+        raise SpecError(path, f"expected true or false, got {_typename(v)} {_show(v)}"[:200])
     return v
 
 
 def _float(v: Any, path: str, lo: float, hi: float, hi_open: bool = False) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise SpecError(path, f"expected a number in [{lo}, {hi}{')' if hi_open else ']'}, got {v!r}"[:200])
-    if not (lo <= v < hi if hi_open else lo <= v <= hi):
-        raise SpecError(path, f"must be in [{lo}, {hi}{')' if hi_open else ']'}, got {v}")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not math.isfinite(v)):
+        raise SpecError(path, f"expected a number in [{lo}, {hi}{')' if hi_open else ']'}, got {_show(v)}"[:200])
+    if not (lo <= v < hi if hi_open else lo <= v <= hi):  # exact for ints of any size (no float overflow)
+        raise SpecError(path, f"must be in [{lo}, {hi}{')' if hi_open else ']'}, got {_show(v)}")
     return float(v)
 
 
@@ -358,7 +372,7 @@ def parse_spec(data: Any) -> ArchSpec:
     )
     version = top.get("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
-        raise SpecError("schema_version", f"this version reads schema {SCHEMA_VERSION}, got {version!r}")
+        raise SpecError("schema_version", f"this version reads schema {SCHEMA_VERSION}, got {_show(version)}")
     name = top.get("name", "")
     if not isinstance(name, str) or len(name) > 200:
         raise SpecError("name", "expected a string of at most 200 characters")

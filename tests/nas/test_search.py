@@ -120,43 +120,7 @@ def test_a_proposed_duplicate_reuses_the_earlier_result(tmp_path):
     assert rows[1]["arch_id"] == rows[0]["arch_id"] and float(rows[1]["train_s"]) == 0.0
 
 
-@pytest.mark.slow
-def test_driver_killed_with_sigkill_then_resumed_keeps_every_finished_trial(tmp_path):
-    """Issue 7 §1 for the search: kill -9 the driver mid-search, resume, lose nothing."""
-    import os
-    import signal
-    import time
-
-    run = tmp_path / "run"
-    env = {**os.environ, "HWNAS_CACHE_DIR": str(tmp_path / "cache")}
-    nas = str(Path(sys.executable).with_name("nas"))
-    args = [nas, "search", "--run-dir", str(run), "--space", "mobilenetv3_small", "--searcher", "evolution",
-            "--target-ms", "1", "--trials", "6", "--steps", "30", "--batch-size", "32", "--holdout", "500",
-            "--train-subset", "2000", "--deploy-resolution", "64", "--workers", "1"]
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        rows = read_csv(run / "trials.csv") if (run / "trials.csv").exists() else []
-        if sum(r["state"] == "COMPLETE" for r in rows) >= 2:
-            break
-        time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
-    proc.wait(30)
-    before = {r["number"]: r for r in read_csv(run / "trials.csv") if r["state"] == "COMPLETE"}
-    assert len(before) >= 2
-    json.loads((run / "config.json").read_text())  # intact
-
-    done = subprocess.run([nas, "search", "--resume", str(run)], env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    rows = read_csv(run / "trials.csv")
-    after = {r["number"]: r for r in rows}
-    for number, row in before.items():  # finished trials kept, not re-run
-        assert (after[number]["arch_id"], after[number]["accuracy"]) == (row["arch_id"], row["accuracy"])
-    finished = [r for r in rows if r["state"] == "COMPLETE" or (r["state"] == "FAIL" and r["error"])]
-    assert len(finished) == 6
-    assert all(r["state"] in ("COMPLETE", "INTERRUPTED") for r in rows)
-    assert (run / "found.json").exists()
+# The driver-killed-then-resumed test lives in tests/reliability/test_driver_killed.py.
 
 
 def test_nas_search_command_end_to_end(tmp_path):

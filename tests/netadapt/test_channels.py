@@ -183,3 +183,17 @@ def test_width_multiplier_baseline_keeps_structure_and_shrinks_costs():
     assert scale_widths(LARGE, 1.0) == LARGE
     with pytest.raises((SpecError, ValueError)):
         with_widths(LARGE, {0: 0})
+
+
+def test_selection_rule_slope_or_accuracy_and_ties_go_to_the_larger_cut():
+    from netadapt.refine import choose
+
+    rows = [
+        {"accuracy": 0.80, "slope": -0.5, "delta_latency_pred_ms": -0.02, "error": None},
+        {"accuracy": 0.79, "slope": -0.1, "delta_latency_pred_ms": -0.20, "error": None},  # loses more, saves far more
+        {"accuracy": None, "slope": None, "delta_latency_pred_ms": -0.5, "error": "diverged"},
+        {"accuracy": 0.79, "slope": -0.1, "delta_latency_pred_ms": -0.30, "error": None},
+    ]
+    assert choose(rows, "slope") == 3
+    assert choose(rows, "accuracy") == 0
+    assert choose([rows[2]], "slope") is None
