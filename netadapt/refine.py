@@ -11,9 +11,10 @@ The second stage of the MobileNetV3 recipe (Howard et al. 2019 §4.2, after Yang
    :mod:`netadapt.channels`), fine-tune each for T steps as parallel Ray tasks, score it on the
    held-out part of the training split;
 4. keep the proposal with the best ΔAcc/|ΔLatency| (``metric="slope"``, MobileNetV3) or the highest
-   accuracy (``metric="accuracy"``, NetAdapt); its latency change is also measured on the device
-   against its parent (interleaved, so that host drift cancels);
-5. repeat until the predicted latency meets the target; then fine-tune the result longer (or retrain
+   accuracy (``metric="accuracy"``, NetAdapt); its latency is then measured on the device against
+   the start network (interleaved, so that host drift cancels and step errors do not add up);
+5. repeat until the *measured* latency meets the target (the predicted one where this machine cannot
+   measure, e.g. with another device's table: per-layer tables overstate small cuts); then fine-tune the result longer (or retrain
    it from scratch), train a uniform width-multiplier baseline of the same start network at the same
    latency with the same budget, and measure start, result and baseline whole on the device.
 
@@ -43,7 +44,7 @@ TRAJECTORY_FIELDS = ("iteration", "proposal", "kind", "group", "blocks", "old_wi
                      "delta_acc", "latency_pred_ms", "delta_latency_pred_ms", "latency_measured_ms",
                      "delta_latency_measured_ms", "madds", "params", "slope", "chosen", "error")
 MAX_CHECKPOINT_BYTES = 2_000_000_000
-DEFAULT_STEPS = 100  # paper: T = 10,000 on TPUs; scaled for 2 CPU cores (see README)
+DEFAULT_STEPS = 50  # paper: T = 10,000 on TPUs; scaled for 2 CPU cores (see README)
 
 
 class RefineError(ValueError):
@@ -391,19 +392,23 @@ def _begin(cfg: RefineConfig, start: ArchSpec, lat: _Latency, run_dir: Path, ech
 
     measured = lat.calibrate_near(start, echo)
     l0 = lat.predict(start)
-    target = cfg.target_ms if cfg.target_ms is not None else (1 - cfg.reduction) * l0
+    # The target is a latency on the device: compare it with measurements where this machine can
+    # measure (each chosen step is measured against the start, interleaved), else with predictions.
+    basis = "measured" if measured else "predicted"
+    l0_basis = measured or l0
+    target = cfg.target_ms if cfg.target_ms is not None else (1 - cfg.reduction) * l0_basis
     delta = cfg.delta_ms if cfg.delta_ms is not None else cfg.delta_ratio * l0
-    floor = lat.predict(smallest_network(start, cfg.min_width))
-    if target >= l0:
-        raise RefineError(f"{start.name or cfg.arch} already meets the target: predicted {l0:.3f} ms ≤ {target:.3f} ms "
-                          "on this device; give a lower --target-ms or use --reduction")
+    floor = lat.predict(smallest_network(start, cfg.min_width)) * l0_basis / l0
+    if target >= l0_basis:
+        raise RefineError(f"{start.name or cfg.arch} already meets the target: {basis} {l0_basis:.3f} ms ≤ "
+                          f"{target:.3f} ms on this device; give a lower --target-ms or use --reduction")
     if target < floor:
         raise RefineError(f"target {target:.3f} ms cannot be reached from {start.name or cfg.arch}: even with every "
-                          f"layer at {cfg.min_width} channels it takes {floor:.3f} ms (predicted) on this device")
+                          f"layer at {cfg.min_width} channels it takes about {floor:.3f} ms on this device")
     start.save(run_dir / "start.json")
     _log(run_dir, f"start {start.name}: predicted {l0:.3f} ms"
                   + (f", measured {measured:.3f} ms" if measured else "")
-                  + f" at {lat.resolution}²; target {target:.3f} ms ({1 - target / l0:.1%} faster); "
+                  + f" at {lat.resolution}²; target {target:.3f} ms {basis} ({1 - target / l0_basis:.1%} faster); "
                   f"δ = {delta:.4f} ms per iteration; T = {cfg.steps} steps; metric {cfg.metric}", echo)
     if cfg.weights:
         weights = load_weights(cfg.weights)  # checked now, before any training
@@ -415,7 +420,7 @@ def _begin(cfg: RefineConfig, start: ArchSpec, lat: _Latency, run_dir: Path, ech
             raise RefineError(f"--weights {cfg.weights} do not fit {cfg.arch}: {e}") from None
         atomic_write_bytes(run_dir / "weights" / "start.pt", _weights_bytes(weights))
     return {"stage": "iterate" if cfg.weights else "pretrain", "iteration": 0, "target_ms": target,
-            "delta_ms": delta, "floor_ms": floor, "l0_pred_ms": l0, "l0_measured_ms": measured,
+            "delta_ms": delta, "floor_ms": floor, "l0_pred_ms": l0, "l0_measured_ms": measured, "basis": basis,
             "start": start.to_dict(), "current": {"spec": start.to_dict(), "weights": "weights/start.pt",
                                                   "accuracy": None, "latency_pred_ms": l0,
                                                   "latency_measured_ms": measured},
@@ -425,13 +430,20 @@ def _begin(cfg: RefineConfig, start: ArchSpec, lat: _Latency, run_dir: Path, ech
 def _pretrain(cfg: RefineConfig, state: dict, pool, run_dir: Path, echo) -> dict:
     spec = ArchSpec.from_dict(state["start"])
     _log(run_dir, f"no --weights: training the start network for {cfg.pretrain_epochs:g} epochs first", echo)
+    cpus = _node_cpus(pool)  # one task alone: it may use a whole node
     res = pool.result(pool.call(train_task, spec.to_json(), None, None, cfg.eval,
-                                _train_cfg(cfg, epochs=cfg.pretrain_epochs), cfg.seed))
+                                _train_cfg(cfg, epochs=cfg.pretrain_epochs, threads=cpus), cfg.seed, num_cpus=cpus))
     if res["error"]:
         raise RefineError(f"training the start network failed: {res['error']}")
     atomic_write_bytes(run_dir / "weights" / "start.pt", res["weights"])
     _log(run_dir, f"start network trained: held-out accuracy {res['accuracy']:.4f} ({res['total_s']:.0f} s)", echo)
     return {**state, "stage": "iterate"}
+
+
+def _node_cpus(pool) -> int:
+    import os
+
+    return max(1, min(os.cpu_count() or 1, pool.slots * pool.cpus_per_trial))
 
 
 def _start_row(state: dict, spec: ArchSpec, accuracy: float) -> dict:
@@ -456,9 +468,10 @@ def _iterate(cfg: RefineConfig, state: dict, pool, lat: _Latency, run_dir: Path,
         state = {**state, "current": cur, "rows": [_start_row(state, spec, cur["accuracy"])]}
         _log(run_dir, f"start network: held-out accuracy {cur['accuracy']:.4f}", echo)
     k = state["iteration"] + 1
-    if cur["latency_pred_ms"] <= state["target_ms"]:
-        _log(run_dir, f"target met after {k - 1} iterations: {cur['latency_pred_ms']:.3f} ms ≤ "
-                      f"{state['target_ms']:.3f} ms (predicted)", echo)
+    basis = state.get("basis", "predicted")
+    now = cur["latency_measured_ms"] if basis == "measured" else cur["latency_pred_ms"]
+    if now <= state["target_ms"]:
+        _log(run_dir, f"target met after {k - 1} iterations: {now:.3f} ms ≤ {state['target_ms']:.3f} ms ({basis})", echo)
         return {**state, "stage": "finish", "target_met": True}
     if k > cfg.max_iters:
         _log(run_dir, f"stopped at --max-iters {cfg.max_iters} before the target", echo)
@@ -481,7 +494,7 @@ def _iterate(cfg: RefineConfig, state: dict, pool, lat: _Latency, run_dir: Path,
         except WorkerLostError as e:
             results.append({"accuracy": None, "weights": None, "error": f"worker lost after retries: {e}"})
 
-    rows, best = [], None
+    rows = []
     for n, (p, res) in enumerate(zip(proposals, results), start=1):
         c = count(p.spec)
         d_lat = p.latency_ms - cur["latency_pred_ms"]
@@ -492,17 +505,13 @@ def _iterate(cfg: RefineConfig, state: dict, pool, lat: _Latency, run_dir: Path,
         if res["error"] is None:
             d_acc = res["accuracy"] - cur["accuracy"]
             row.update(accuracy=res["accuracy"], delta_acc=d_acc, slope=d_acc / abs(d_lat))
-            score = row["slope"] if cfg.metric == "slope" else res["accuracy"]
-            if best is None or score > best[0]:
-                best = (score, n - 1)
         rows.append(row)
-    if best is None:
+    i = choose(rows, cfg.metric)
+    if i is None:
         raise RefineError(f"iteration {k}: every proposal failed (first error: {results[0]['error']})")
-    i = best[1]
     chosen, res, row = proposals[i], results[i], rows[i]
-    ratio = lat.ratio(chosen.spec, spec)
-    if ratio is not None and cur["latency_measured_ms"] is not None:
-        row["latency_measured_ms"] = ratio * cur["latency_measured_ms"]
+    if state["l0_measured_ms"] is not None:  # against the start, so that errors do not add up step by step
+        row["latency_measured_ms"] = lat.ratio(chosen.spec, ArchSpec.from_dict(state["start"])) * state["l0_measured_ms"]
         row["delta_latency_measured_ms"] = row["latency_measured_ms"] - cur["latency_measured_ms"]
     row["chosen"] = True
     name = f"weights/iter_{k}.pt"
@@ -511,13 +520,23 @@ def _iterate(cfg: RefineConfig, state: dict, pool, lat: _Latency, run_dir: Path,
                   f"{chosen.group.width}→{chosen.new_width}: accuracy {res['accuracy']:.4f} ({row['delta_acc']:+.4f}), "
                   f"{chosen.latency_ms:.3f} ms ({row['delta_latency_pred_ms']:+.3f} predicted"
                   + (f", {row['delta_latency_measured_ms']:+.3f} measured" if row.get("latency_measured_ms") else "")
-                  + f"); target {state['target_ms']:.3f} ms", echo)
+                  + f"); target {state['target_ms']:.3f} ms {basis}", echo)
     new_state = {**state, "iteration": k, "rows": state["rows"] + rows, "path_steps": state["path_steps"] + cfg.steps,
                  "current": {"spec": chosen.spec.replace(name=f"{spec.name.split('@')[0]}@netadapt{k}").to_dict(),
                              "weights": name, "accuracy": res["accuracy"], "latency_pred_ms": chosen.latency_ms,
                              "latency_measured_ms": row.get("latency_measured_ms")}}
     _write_trajectory(run_dir, new_state["rows"])
     return new_state
+
+
+def choose(rows: list[dict], metric: str) -> int | None:
+    """Index of the proposal to keep: max ΔAcc/|ΔLat| (``slope``, MobileNetV3) or max accuracy
+    (``accuracy``, NetAdapt); ties go to the larger latency cut. None if every proposal failed."""
+    ok = [i for i, r in enumerate(rows) if r.get("error") is None and r.get("accuracy") is not None]
+    if not ok:
+        return None
+    key = "slope" if metric == "slope" else "accuracy"
+    return max(ok, key=lambda i: (rows[i][key], -rows[i]["delta_latency_pred_ms"]))
 
 
 def _prune_weights(run_dir: Path, state: dict) -> None:
