@@ -147,7 +147,7 @@ def same_structure(a: ArchSpec, b: ArchSpec) -> bool:
         if (x.kind, x.kernel_size, x.stride, x.se, x.residual, x.activation) != (
                 y.kind, y.kernel_size, y.stride, y.se, y.residual, y.activation):
             return False
-        if (x.expand_channels == x.in_channels) != (y.expand_channels == y.in_channels):
+        if x.kind is BlockKind.MBCONV and (x.expand_channels == x.in_channels) != (y.expand_channels == y.in_channels):
             return False  # an MBConv's 1×1 expansion conv would appear or vanish
     return [g.slots for g in channel_groups(a)] == [g.slots for g in channel_groups(b)]
 
@@ -289,14 +289,15 @@ def scale_widths(spec: ArchSpec, multiplier: float, divisor: int = 8) -> ArchSpe
     width-multiplier baseline), never below ``divisor`` and never above the current width."""
     from search_spaces.scaling import make_divisible
 
-    widths = {}
-    for g in channel_groups(spec):
-        widths[g.index] = min(g.width, max(divisor, make_divisible(g.width * multiplier, divisor)))
+    groups = channel_groups(spec)
+    widths = {g.index: min(g.width, max(divisor, make_divisible(g.width * multiplier, divisor))) for g in groups}
+    # An MBConv expansion rounded onto its (scaled) input would drop the 1×1 expansion conv: move it
+    # one divisor up (or down), never above its original width.
     child = with_widths(spec, widths)
-    # keep MBConv expansions distinct from their input (else the 1×1 expansion conv would vanish)
-    for g in channel_groups(child):
+    for g in groups:
         if g.kind == "expansion":
-            b = child.blocks[g.blocks[0]]
-            if b.expand_channels == b.in_channels:
-                widths[g.index] = min(spec.blocks[g.blocks[0]].expand_channels, g.width + divisor)
+            w_in = child.blocks[g.blocks[0]].in_channels
+            if widths[g.index] == w_in:
+                options = [w for w in (w_in + divisor, w_in - divisor, g.width) if divisor <= w <= g.width and w != w_in]
+                widths[g.index] = options[0] if options else widths[g.index]
     return with_widths(spec, widths)

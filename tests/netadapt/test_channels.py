@@ -197,3 +197,20 @@ def test_selection_rule_slope_or_accuracy_and_ties_go_to_the_larger_cut():
     assert choose(rows, "slope") == 3
     assert choose(rows, "accuracy") == 0
     assert choose([rows[2]], "slope") is None
+
+
+def test_width_multiplier_keeps_the_structure_of_any_searched_network():
+    """Regression: an expansion rounded onto its input merged two groups (found by CI on a searched net)."""
+    import numpy as np
+
+    from search_spaces.spaces import get_space
+
+    for name in ("mobilenetv3", "mnasnet", "mobilenetv3_small"):
+        space = get_space(name, resolution=32, in_channels=1, num_classes=10)
+        rng = np.random.default_rng(0)
+        for _ in range(40):
+            spec = space.decode(space.sample(rng))
+            for m in (0.3, 0.5, 0.62, 0.785, 0.9):
+                assert same_structure(spec, scale_widths(spec, m)), (name, m, spec.arch_id)
+        child = scale_widths(spec, 0.5)  # the last one: its weights carry over with the right shapes
+        build_model(child).load_state_dict(inherit_weights(spec, build_model(spec).state_dict(), child), strict=True)
