@@ -228,7 +228,7 @@ def _hold_measurement(cache: str, seconds: float, started, done) -> None:
     with device_lock():
         started.set()
         time.sleep(seconds)
-    done.value = time.monotonic()
+        done.value = time.monotonic()  # still holding the lock: whoever enters after it sees a later time
 
 
 def _hold_slot(cache: str, seconds: float, started, entered) -> None:
