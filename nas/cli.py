@@ -145,6 +145,15 @@ def _add_report_command(sub: argparse._SubParsersAction) -> None:
 COMMAND_GROUPS.append(_add_report_command)
 
 
+def _add_experiment_commands(sub: argparse._SubParsersAction) -> None:
+    from nas.cli_experiment import add_experiment_commands
+
+    add_experiment_commands(sub)
+
+
+COMMAND_GROUPS.append(_add_experiment_commands)
+
+
 def _positive_int(text: str) -> int:
     try:
         v = int(text)

@@ -1,0 +1,627 @@
+"""The MobileNetV3 process end to end: search → training of the winner → NetAdapt → final training → report.
+
+An experiment is a TOML file (``experiments/large.toml``, ``experiments/small.toml``) and one
+directory that holds every stage::
+
+    RUN_DIR/
+      experiment.json        the config as loaded, and each finished stage's summary (written atomically)
+      log.txt                what happened, one line per event
+      search/                a `nas search` run directory (resumable on its own)
+      train/                 the winner trained from scratch: model.json, model.pt, metrics.json
+      netadapt/              a `netadapt refine` run directory (absent when the winner already met the target)
+      final/                 the result trained from scratch with the *recipe*: model.json, model.pt, row.json
+      report/                report.html / report.md over search/ and netadapt/, and summary.md
+
+A stage is done when ``experiment.json`` says so; ``nas experiment run CONFIG --run-dir DIR --resume``
+skips finished stages and resumes the search and NetAdapt from their own state files, so a killed
+experiment loses at most one search trial, one NetAdapt iteration or one training.
+
+The *recipe* (``[final]``) is how every network of the reproduction table is trained (the searched
+ones and the references), so that the table compares architectures and nothing else;
+:func:`table_rows` reuses an experiment's ``final/row.json`` when its recipe is the table's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from search_spaces import ArchSpec, count, references
+from search_spaces.spec import load as load_spec
+from search_spaces._io import atomic_write_bytes, atomic_write_text
+
+STATE_FILE = "experiment.json"
+STAGES = ("search", "train", "netadapt", "final", "report")
+TABLE_FILE = "table3"
+
+
+class ExperimentError(ValueError):
+    """An experiment that cannot start or go on (a bad config, a failed stage, ...)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Configuration
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the networks of the reproduction table are trained (from scratch, the same for all).
+
+    Attributes mirror :class:`nas.training.TrainConfig`; ``holdout`` images of the training split are
+    kept for a held-out accuracy, the test split gives the table's accuracy.
+    """
+
+    epochs: float = 3.0
+    batch_size: int = 128
+    lr: float = 0.1
+    resolution_px: int = 32
+    holdout: int = 5000
+    train_subset: int | None = None
+    seed: int = 0
+
+    def train(self, threads: int) -> dict:
+        return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
+                "resolution_px": self.resolution_px, "threads": threads}
+
+    def key(self) -> str:
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """An experiment file, validated. See ``experiments/large.toml`` for every key with a comment."""
+
+    name: str
+    seed: int = 0
+    data: dict = field(default_factory=dict)
+    search: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    netadapt: dict = field(default_factory=dict)
+    final: Recipe = field(default_factory=Recipe)
+    report: dict = field(default_factory=dict)
+
+    # The keys each section accepts, with their defaults.
+    DATA = {"dataset": "fashion-mnist", "data_dir": None, "deploy_resolution": 224, "lut": None,
+            "cpus_per_trial": 1, "ray_address": None,
+            "train_subset": None, "measure": None}
+    SEARCH = {"space": "mobilenetv3", "searcher": "rl", "trials": 16, "target_ms": None, "target_like": None,
+              "alpha": -0.07, "beta": -0.07, "seeds": True, "steps": 150, "batch_size": 128,
+              "train_resolution": 32, "holdout": 10_000, "latency": "predicted", "top_k": 3, "workers": None}
+    TRAIN = {"epochs": 2.0, "batch_size": 128, "lr": 0.1, "resolution_px": 32}
+    NETADAPT = {"enabled": True, "target_ms": None, "target_like": None, "reduction": None, "steps": 50,
+                "delta_ratio": 0.01, "metric": "slope", "max_iters": 20, "final_epochs": 0.0, "baseline": False,
+                "holdout": 5000}
+    REPORT = {"references": True}
+    FINAL = {f.name: f.default for f in dataclasses.fields(Recipe)}
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "ExperimentConfig":
+        d = dict(d)
+        known = {"name", "seed", "data", "search", "train", "netadapt", "final", "report"}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ExperimentError(f"{source}: unknown key {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        name = d.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise ExperimentError(f"{source}: `name` (a non-empty string) is required")
+        seed = d.get("seed", 0)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ExperimentError(f"{source}: `seed` must be an integer, got {seed!r}")
+        sections = {}
+        for section, defaults in (("data", cls.DATA), ("search", cls.SEARCH), ("train", cls.TRAIN),
+                                  ("netadapt", cls.NETADAPT), ("final", cls.FINAL), ("report", cls.REPORT)):
+            given = d.get(section, {})
+            if not isinstance(given, dict):
+                raise ExperimentError(f"{source}: [{section}] must be a table")
+            bad = sorted(set(given) - set(defaults))
+            if bad:
+                raise ExperimentError(f"{source}: [{section}] has unknown key {bad[0]!r}; "
+                                      f"known: {', '.join(sorted(defaults))}")
+            values = dict(defaults)
+            for k, v in given.items():
+                default = defaults[k]
+                if default is not None and not _same_kind(v, default):
+                    raise ExperimentError(f"{source}: [{section}] {k} must be {type(default).__name__}, got {v!r}")
+                values[k] = float(v) if isinstance(default, float) else v
+            sections[section] = values
+        final = sections.pop("final")
+        if "seed" not in d.get("final", {}):
+            final["seed"] = seed
+        cfg = cls(name=name, seed=seed, final=Recipe(**final), **sections)
+        cfg.check(source)
+        return cfg
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ExperimentConfig":
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise ExperimentError(f"{path}: no such experiment file") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ExperimentError(f"{path}: cannot read ({e})") from None
+        try:
+            d = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ExperimentError(f"{path}: not valid TOML ({e})") from None
+        return cls.from_dict(d, str(path))
+
+    def check(self, source: str) -> None:
+        s, n = self.search, self.netadapt
+        if (s["target_ms"] is None) == (s["target_like"] is None):
+            raise ExperimentError(f"{source}: [search] needs exactly one of target_ms and target_like")
+        if n["enabled"] and sum(n[k] is not None for k in ("target_ms", "target_like", "reduction")) != 1:
+            raise ExperimentError(f"{source}: [netadapt] needs exactly one of target_ms, target_like and reduction")
+        for section, key in (("search", "target_like"), ("netadapt", "target_like")):
+            name = getattr(self, section)[key]
+            if name is not None and name not in references.names():
+                raise ExperimentError(f"{source}: [{section}] target_like: unknown architecture {name!r}; "
+                                      f"known: {', '.join(references.names())}")
+        for section, key in (("search", "trials"), ("search", "steps"), ("netadapt", "steps"),
+                             ("netadapt", "max_iters"), ("data", "cpus_per_trial")):
+            if getattr(self, section)[key] < 1:
+                raise ExperimentError(f"{source}: [{section}] {key} must be at least 1")
+        for section, value in (("train", self.train["epochs"]), ("final", self.final.epochs)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ExperimentError(f"{source}: [{section}] epochs must be a positive number, got {value!r}")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        return d
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, type(default))
+
+
+# ------------------------------------------------------------------------------------------------
+# Shared pieces: the data/latency settings of every stage, training, one table row
+# ------------------------------------------------------------------------------------------------
+
+
+def eval_config(cfg: ExperimentConfig, holdout: int, train: dict, latency: str = "predicted",
+                train_subset: int | None = None):
+    """The stages' shared data and latency settings (``train_subset``: the recipe's, else ``[data]``'s)."""
+    from nas.evaluate import EvalConfig
+
+    d = cfg.data
+    return EvalConfig(dataset=d["dataset"], data_dir=d["data_dir"], holdout=holdout,
+                      train_subset=train_subset or d["train_subset"], train=train, latency=latency,
+                      lut_path=d["lut"], measure=d["measure"] or {}, deploy_resolution=d["deploy_resolution"],
+                      split_seed=cfg.seed)
+
+
+def _log(run_dir: Path, line: str, echo: Callable[[str], None] | None) -> None:
+    with open(run_dir / "log.txt", "a") as f:
+        f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+    if echo:
+        echo(line)
+
+
+def _node_cpus(pool) -> int:
+    import os
+
+    return max(1, min(os.cpu_count() or 1, pool.slots * pool.cpus_per_trial))
+
+
+def measure_row(spec: ArchSpec, eval_cfg, int8: bool = True, workdir: Path | None = None) -> dict:
+    """fp32 and int8 latency of ``spec`` at the deployment resolution, with MAdds and params."""
+    import tempfile
+
+    from latency.measure import MeasureConfig, measure_onnx
+    from search_spaces.export import export_onnx
+
+    deploy = spec.replace(resolution=eval_cfg.deploy_resolution)
+    c = count(deploy)
+    mcfg = MeasureConfig.from_dict(eval_cfg.measure) if eval_cfg.measure else MeasureConfig()
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        fp32 = Path(tmp) / "model.onnx"
+        export_onnx(deploy, fp32)
+        m = measure_onnx(fp32, mcfg)
+        row = {"latency_fp32_ms": m.median_ms, "latency_fp32_cv": m.cv, "latency_int8_ms": None,
+               "madds": c.madds, "params": c.params, "deploy_resolution": deploy.resolution,
+               "device": f"{m.fingerprint.cpu_model}, {m.fingerprint.intra_op_threads} thread(s), "
+                         f"ORT {m.fingerprint.ort_version}"}
+        if int8:
+            from latency.quantize import quantize_and_measure
+            from nas.cli_latency import calibration_inputs
+
+            samples = calibration_inputs(deploy, 32, eval_cfg.dataset, eval_cfg.data_dir, seed=0)
+            row["latency_int8_ms"] = quantize_and_measure(fp32, samples, Path(tmp) / "model.int8.onnx", mcfg).median_ms
+    return row
+
+
+def paired_ratio(spec: ArchSpec, other: ArchSpec, eval_cfg) -> float:
+    """latency(spec) / latency(other), measured interleaved (steadier than two medians on a shared host)."""
+    from latency.measure import MeasureConfig, measure_pair
+    from search_spaces.export import export_onnx
+
+    r = eval_cfg.deploy_resolution
+    mcfg = MeasureConfig.from_dict(eval_cfg.measure) if eval_cfg.measure else MeasureConfig()
+    return measure_pair(export_onnx(spec.replace(resolution=r)), export_onnx(other.replace(resolution=r)), mcfg).ratio
+
+
+def _trained_row(name: str, spec: ArchSpec, res: dict, recipe: Recipe, eval_cfg, int8: bool) -> dict:
+    if res.get("error"):
+        raise ExperimentError(f"training {name} failed: {res['error']}")
+    return {"name": name, "arch_id": spec.arch_id, "test_accuracy": res["test_accuracy"],
+            "heldout_accuracy": res["accuracy"], "train_s": res.get("train_s"), **measure_row(spec, eval_cfg, int8),
+            "recipe": dataclasses.asdict(recipe), "recipe_key": recipe.key()}
+
+
+# ------------------------------------------------------------------------------------------------
+# The experiment driver
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ExperimentOutcome:
+    run_dir: Path
+    state: dict
+    wall_s: float
+
+
+def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False, force: bool = False,
+                   echo: Callable[[str], None] | None = print) -> ExperimentOutcome:
+    """Run (or resume) every stage not yet done; see the module docstring."""
+    from nas.data import load_dataset
+    from nas.search import prepare_run_dir
+
+    t0 = time.perf_counter()
+    run_dir = Path(run_dir)
+    state_path = run_dir / STATE_FILE
+    if resume:
+        if not state_path.exists():
+            raise ExperimentError(f"{run_dir} holds no experiment to resume (no {STATE_FILE})")
+        try:
+            state = json.loads(state_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ExperimentError(f"{state_path} is not valid JSON ({e})") from None
+        if state.get("config") != json.loads(json.dumps(cfg.to_dict())):
+            raise ExperimentError(f"{run_dir} was started with another configuration; resume it with the same file "
+                                  f"(or start a new --run-dir)")
+    else:
+        prepare_run_dir(run_dir, force)
+        state = {"config": cfg.to_dict(), "stages": {}, "elapsed_s": 0.0}
+    load_dataset(cfg.data["dataset"], cfg.data["data_dir"])  # fail fast, before any stage starts
+    elapsed_before = state.get("elapsed_s", 0.0)
+
+    def save(stage: str, summary: dict) -> None:
+        state["stages"][stage] = {**summary, "done": True}
+        state["elapsed_s"] = elapsed_before + time.perf_counter() - t0
+        atomic_write_text(state_path, json.dumps(state, indent=2, default=str))
+
+    atomic_write_text(state_path, json.dumps(state, indent=2, default=str))
+    _log(run_dir, f"experiment {cfg.name}: " + ("resuming" if resume else "starting") + f" in {run_dir}", echo)
+    runners = {"search": _stage_search, "train": _stage_train, "netadapt": _stage_netadapt, "final": _stage_final,
+               "report": _stage_report}
+    for stage in STAGES:
+        if state["stages"].get(stage, {}).get("done"):
+            _log(run_dir, f"[{stage}] done already", echo)
+            continue
+        _log(run_dir, f"[{stage}] starting", echo)
+        t_stage = time.perf_counter()
+        summary = runners[stage](cfg, run_dir, state, echo)
+        save(stage, {**summary, "wall_s": time.perf_counter() - t_stage})
+        _log(run_dir, f"[{stage}] done in {(time.perf_counter() - t_stage) / 60:.1f} min", echo)
+    return ExperimentOutcome(run_dir, state, state["elapsed_s"])
+
+
+def _stage_search(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> dict:
+    from nas.search import CONFIG_FILE, SearchConfig, run_search
+
+    s, d = cfg.search, cfg.data
+    train = {"steps": s["steps"], "batch_size": s["batch_size"], "resolution_px": s["train_resolution"],
+             "threads": d["cpus_per_trial"]}
+    scfg = SearchConfig(
+        run_dir=str(run_dir / "search"), space=s["space"], searcher=s["searcher"], trials=s["trials"],
+        target_ms=s["target_ms"], target_like=s["target_like"], alpha=s["alpha"], beta=s["beta"], seed=cfg.seed,
+        seeds=s["seeds"], workers=s["workers"], cpus_per_trial=d["cpus_per_trial"], ray_address=d["ray_address"],
+        top_k=s["top_k"], eval=eval_config(cfg, s["holdout"], train, s["latency"]))
+    resume = (run_dir / "search" / CONFIG_FILE).exists()
+    outcome = run_search(scfg, resume=resume, force=not resume, echo=echo)
+    if outcome.found is None:
+        raise ExperimentError("the search found no architecture: every trial failed (see search/trials.csv)")
+    m = outcome.found_metrics
+    return {"found": "search/found.json", "trial": m["trial"], "arch_id": m["arch_id"], "accuracy": m["accuracy"],
+            "latency_measured_ms": m["latency_measured_ms"], "target_ms": m["target_ms"],
+            "completed": outcome.completed, "failed": outcome.failed}
+
+
+def _train(spec: ArchSpec, eval_cfg, train: dict, seed: int, ray_address: str | None, whole_node: bool = True) -> dict:
+    """One training from scratch as a Ray task on a whole node; returns train_task's dict."""
+    from nas.execution import RayPool
+    from netadapt.refine import train_task
+
+    pool = RayPool(address=ray_address, cpus_per_trial=1)
+    try:
+        cpus = _node_cpus(pool) if whole_node else 1
+        return pool.result(pool.call(train_task, spec.to_json(), None, None, eval_cfg, {**train, "threads": cpus},
+                                     seed, True, num_cpus=cpus))
+    finally:
+        pool.shutdown()
+
+
+def _stage_train(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> dict:
+    t = cfg.train
+    spec = load_spec(run_dir / "search" / "found.json")
+    _log(run_dir, f"[train] training the winner {spec.name} from scratch for {t['epochs']:g} epochs", echo)
+    eval_cfg = eval_config(cfg, cfg.netadapt["holdout"], {})
+    res = _train(spec, eval_cfg, dict(t), cfg.seed, cfg.data["ray_address"])
+    if res.get("error"):
+        raise ExperimentError(f"training the winner failed: {res['error']}")
+    out = run_dir / "train"
+    out.mkdir(exist_ok=True)
+    atomic_write_bytes(out / "model.pt", res["weights"])
+    spec.save(out / "model.json")
+    metrics = {"accuracy": res["accuracy"], "test_accuracy": res["test_accuracy"], "train_s": res.get("train_s"),
+               "epochs": t["epochs"]}
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    _log(run_dir, f"[train] held-out accuracy {res['accuracy']:.4f}, test {res['test_accuracy']:.4f}", echo)
+    return {"model": "train/model.json", **metrics}
+
+
+def _stage_netadapt(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> dict:
+    from netadapt.refine import STATE_FILE as REFINE_STATE, RefineConfig, run_refine
+    from nas.report import write_report
+
+    n = cfg.netadapt
+    spec = load_spec(run_dir / "train" / "model.json")
+    if not n["enabled"]:
+        return {"skipped": "disabled in the config", "result": "train/model.json"}
+    eval_cfg = eval_config(cfg, n["holdout"], {"batch_size": cfg.train["batch_size"],
+                                               "resolution_px": cfg.train["resolution_px"],
+                                               "threads": cfg.data["cpus_per_trial"]})
+    if "netadapt_target" not in state:
+        # resolved once and kept, so that a resumed experiment refines towards the same number
+        from netadapt.refine import _Latency
+
+        lat = _Latency(eval_cfg)
+        start_ms = lat.measure(spec) or lat.predict(spec)
+        target_ms = n["target_ms"]
+        if n["target_like"]:
+            ref = references.get(n["target_like"]).replace(in_channels=spec.in_channels, num_classes=spec.num_classes)
+            target_ms = lat.measure(ref) or lat.predict(ref)
+        state["netadapt_target"] = {"target_ms": target_ms, "start_ms": start_ms, "like": n["target_like"]}
+        atomic_write_text(run_dir / STATE_FILE, json.dumps(state, indent=2, default=str))
+        _log(run_dir, f"[netadapt] the trained winner takes {start_ms:.3f} ms on this device"
+                      + (f"; target {target_ms:.3f} ms" + (f" ({n['target_like']})" if n["target_like"] else "")
+                         if target_ms is not None else f"; target {n['reduction']:.0%} faster"), echo)
+    target_ms, start_ms = state["netadapt_target"]["target_ms"], state["netadapt_target"]["start_ms"]
+    if target_ms is not None and start_ms <= target_ms and not (run_dir / "netadapt" / REFINE_STATE).exists():
+        _log(run_dir, "[netadapt] the winner already meets the target: nothing to remove", echo)
+        return {"skipped": f"the winner ({start_ms:.3f} ms) already meets {target_ms:.3f} ms",
+                "result": "train/model.json", "target_ms": target_ms}
+    rcfg = RefineConfig(
+        run_dir=str(run_dir / "netadapt"), arch=str(run_dir / "train" / "model.json"),
+        weights=str(run_dir / "train" / "model.pt"), target_ms=target_ms, reduction=n["reduction"],
+        delta_ratio=n["delta_ratio"], steps=n["steps"], metric=n["metric"], max_iters=n["max_iters"],
+        final_epochs=n["final_epochs"], baseline=n["baseline"], seed=cfg.seed,
+        cpus_per_trial=cfg.data["cpus_per_trial"], ray_address=cfg.data["ray_address"], eval=eval_cfg)
+    resume = (run_dir / "netadapt" / REFINE_STATE).exists()
+    outcome = run_refine(rcfg, resume=resume, force=not resume, echo=echo)
+    m = outcome.metrics
+    try:
+        write_report([run_dir / "netadapt"], references=False)
+    except (ValueError, OSError) as e:
+        _log(run_dir, f"[netadapt] warning: its report was not written ({e})", echo)
+    if not m.get("target_met"):
+        _log(run_dir, f"[netadapt] warning: the target {m['target_ms']:.3f} ms was not met in {m['iterations']} "
+                      f"iterations; going on with the closest network", echo)
+    return {"result": "netadapt/refined.json", "target_ms": m["target_ms"], "target_met": m.get("target_met"),
+            "iterations": m["iterations"], "start_ms": m["start"]["latency_measured_ms"],
+            "refined_ms": m["refined"]["latency_measured_ms"]}
+
+
+def _stage_final(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> dict:
+    spec = load_spec(run_dir / state["stages"]["netadapt"]["result"])
+    spec = spec.replace(name=f"{cfg.name}-searched")
+    recipe = cfg.final
+    _log(run_dir, f"[final] training {spec.name} from scratch with the recipe ({recipe.epochs:g} epochs), then "
+                  f"measuring it fp32 and int8", echo)
+    eval_cfg = eval_config(cfg, recipe.holdout, {}, train_subset=recipe.train_subset)
+    res = _train(spec, eval_cfg, recipe.train(1), recipe.seed, cfg.data["ray_address"])
+    row = _trained_row(spec.name, spec, res, recipe, eval_cfg, int8=True)
+    out = run_dir / "final"
+    out.mkdir(exist_ok=True)
+    spec.save(out / "model.json")
+    atomic_write_bytes(out / "model.pt", res["weights"])
+    atomic_write_text(out / "row.json", json.dumps(row, indent=2))
+    _log(run_dir, f"[final] test accuracy {row['test_accuracy']:.4f}; {row['latency_fp32_ms']:.3f} ms fp32, "
+                  f"{row['latency_int8_ms']:.3f} ms int8; {row['madds'] / 1e6:.1f}M MAdds, {row['params']:,} params",
+         echo)
+    return {"row": "final/row.json", "test_accuracy": row["test_accuracy"], "latency_fp32_ms": row["latency_fp32_ms"],
+            "latency_int8_ms": row["latency_int8_ms"]}
+
+
+def _stage_report(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> dict:
+    from nas.report import write_report
+
+    runs = [run_dir / "search"] + ([run_dir / "netadapt"] if (run_dir / "netadapt" / "final_metrics.json").exists()
+                                   else [])
+    out = run_dir / "report"
+    path = write_report(runs, out_dir=out, references=cfg.report["references"], echo=echo)
+    atomic_write_text(out / "summary.md", summary_markdown(cfg, state))
+    return {"report": str(path.relative_to(run_dir)) if path.is_relative_to(run_dir) else str(path)}
+
+
+def summary_markdown(cfg: ExperimentConfig, state: dict) -> str:
+    """The experiment's stages in a few lines (also printed by the CLI at the end)."""
+    st = state["stages"]
+    lines = [f"# Experiment {cfg.name}", ""]
+    s = st.get("search", {})
+    if s:
+        lines.append(f"- search ({cfg.search['searcher']}, {s.get('completed')} trials, {cfg.search['space']} space): "
+                     f"trial {s.get('trial')}, held-out accuracy {s.get('accuracy', float('nan')):.4f} at "
+                     f"{s.get('latency_measured_ms', float('nan')):.3f} ms measured (target {s.get('target_ms', float('nan')):.3f} ms)")
+    t = st.get("train", {})
+    if t:
+        lines.append(f"- winner trained {t.get('epochs'):g} epochs: test accuracy {t.get('test_accuracy', float('nan')):.4f}")
+    n = st.get("netadapt", {})
+    if n.get("skipped"):
+        lines.append(f"- NetAdapt skipped: {n['skipped']}")
+    elif n:
+        lines.append(f"- NetAdapt: {n.get('iterations')} iterations, {n.get('start_ms', float('nan')):.3f} → "
+                     f"{n.get('refined_ms', float('nan')):.3f} ms measured (target {n.get('target_ms', float('nan')):.3f} ms"
+                     f"{'' if n.get('target_met') else ', not met'})")
+    f = st.get("final", {})
+    if f:
+        lines.append(f"- final ({cfg.final.epochs:g} epochs from scratch): test accuracy {f.get('test_accuracy', float('nan')):.4f}, "
+                     f"{f.get('latency_fp32_ms', float('nan')):.3f} ms fp32, {f.get('latency_int8_ms') or float('nan'):.3f} ms int8")
+    if state.get("elapsed_s"):
+        lines.append(f"- wall time so far: {state['elapsed_s'] / 60:.1f} min")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# The reproduction table (MobileNetV3's Table 3 at proxy scale)
+# ------------------------------------------------------------------------------------------------
+
+TABLE_REFERENCES = ("mobilenetv3_large", "mobilenetv3_large_075", "mnasnet_a1", "mobilenetv2",
+                    "mobilenetv3_small", "mobilenetv3_small_075", "mobilenetv2_035")
+COUNTERPART = {"mobilenetv3": "mobilenetv3_large", "mnasnet": "mobilenetv3_large",
+               "mobilenetv3_small": "mobilenetv3_small"}
+TABLE_COLUMNS = ("name", "test_accuracy", "madds", "params", "latency_fp32_ms", "latency_int8_ms", "vs", "paired_ratio",
+                 "heldout_accuracy", "train_s", "arch_id")
+
+
+def table_rows(experiments: Sequence[str | Path], out_dir: str | Path, *, recipe: Recipe | None = None,
+               reference_names: Sequence[str] = TABLE_REFERENCES, dataset: str = "fashion-mnist",
+               data_dir: str | None = None, deploy_resolution: int = 224, int8: bool = True,
+               measure: dict | None = None, ray_address: str | None = None, echo: Callable[[str], None] | None = print) -> list[dict]:
+    """Train every network with one recipe (in parallel, one CPU each), measure each; resumable per row.
+
+    The searched networks are the ``final/model.json`` of each experiment directory (their
+    ``final/row.json`` is reused when it was made with the same recipe). Rows are written to
+    ``OUT/rows/NAME.json`` as they finish, then ``OUT/table3.csv`` and ``table3.md``.
+    """
+    from nas.data import load_dataset
+    from nas.evaluate import EvalConfig
+    from nas.execution import RayPool
+    from netadapt.refine import train_task
+
+    out = Path(out_dir)
+    exps = []
+    for e in experiments:
+        e = Path(e)
+        try:
+            st = json.loads((e / STATE_FILE).read_text())
+        except FileNotFoundError:
+            raise ExperimentError(f"{e} is not an experiment directory (no {STATE_FILE})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ExperimentError(f"{e / STATE_FILE} is not valid JSON ({err})") from None
+        if not st.get("stages", {}).get("final", {}).get("done"):
+            raise ExperimentError(f"{e}: the experiment has not finished its final stage; "
+                                  f"resume it with `nas experiment run CONFIG --run-dir {e} --resume`")
+        exps.append((e, st))
+    if recipe is None:
+        recipe = Recipe(**exps[0][1]["config"]["final"]) if exps else Recipe()
+    unknown = [n for n in reference_names if n not in references.names()]
+    if unknown:
+        raise ExperimentError(f"unknown reference architecture(s) {', '.join(unknown)}; "
+                              f"known: {', '.join(references.names())}")
+    data = load_dataset(dataset, data_dir)
+    (out / "rows").mkdir(parents=True, exist_ok=True)
+    eval_cfg = EvalConfig(dataset=dataset, data_dir=data_dir, holdout=recipe.holdout,
+                          train_subset=recipe.train_subset, deploy_resolution=deploy_resolution,
+                          measure=measure or {}, split_seed=recipe.seed)
+    todo: dict[str, tuple[ArchSpec, str | None]] = {}
+    rows: dict[str, dict] = {}
+    for e, st in exps:
+        spec = load_spec(e / "final" / "model.json")
+        space = st["config"]["search"]["space"]
+        todo[spec.name] = (spec, COUNTERPART.get(space))
+        row_path = e / "final" / "row.json"
+        if row_path.exists():
+            row = json.loads(row_path.read_text())
+            if row.get("recipe_key") == recipe.key() and (row.get("latency_int8_ms") is not None or not int8):
+                rows[spec.name] = row
+    for name in reference_names:
+        todo[name] = (references.get(name).replace(in_channels=data.channels, num_classes=data.num_classes), None)
+    for name in todo:
+        path = out / "rows" / f"{name}.json"
+        if name not in rows and path.exists():
+            row = json.loads(path.read_text())
+            if row.get("recipe_key") == recipe.key():
+                rows[name] = row
+    pending = [n for n in todo if n not in rows]
+    if echo:
+        echo(f"table: {len(todo)} networks, {len(todo) - len(pending)} already trained with this recipe "
+             f"({recipe.epochs:g} epochs, batch {recipe.batch_size}, lr {recipe.lr}, {recipe.resolution_px}² input); "
+             f"training {len(pending)}")
+    if pending:
+        pool = RayPool(address=ray_address, cpus_per_trial=1)
+        try:
+            refs = {pool.call(train_task, todo[n][0].to_json(), None, None, eval_cfg, recipe.train(1), recipe.seed,
+                              True): n for n in pending}
+            waiting = list(refs)
+            while waiting:
+                ready = pool.wait(waiting, timeout_s=30.0)
+                for ref in ready:
+                    waiting.remove(ref)
+                    name = refs[ref]
+                    row = _trained_row(name, todo[name][0], pool.result(ref), recipe, eval_cfg, int8)
+                    atomic_write_text(out / "rows" / f"{name}.json", json.dumps(row, indent=2))
+                    rows[name] = row
+                    if echo:
+                        echo(f"table: {name}: test accuracy {row['test_accuracy']:.4f}, "
+                             f"{row['latency_fp32_ms']:.3f} ms fp32 ({len(rows)}/{len(todo)})")
+        finally:
+            pool.shutdown()
+    # searched networks against their MobileNetV3 counterpart, measured interleaved
+    for name, (spec, vs) in todo.items():
+        row = rows[name]
+        if vs and vs in todo and row.get("paired_vs") != vs:
+            row["paired_vs"], row["paired_ratio"] = vs, paired_ratio(spec, todo[vs][0], eval_cfg)
+            atomic_write_text(out / "rows" / f"{name}.json", json.dumps(row, indent=2))
+    ordered = [rows[n] for n in todo]
+    write_table(ordered, out, recipe, data.name)
+    return ordered
+
+
+def write_table(rows: list[dict], out: Path, recipe: Recipe, dataset: str) -> None:
+    import pandas as pd
+
+    df = pd.DataFrame([{**r, "vs": r.get("paired_vs"), "paired_ratio": r.get("paired_ratio")} for r in rows])
+    for c in TABLE_COLUMNS:
+        if c not in df:
+            df[c] = None
+    atomic_write_text(out / f"{TABLE_FILE}.csv", df[list(TABLE_COLUMNS)].to_csv(index=False))
+    atomic_write_text(out / f"{TABLE_FILE}.md", table_markdown(rows, recipe, dataset))
+
+
+def table_markdown(rows: list[dict], recipe: Recipe, dataset: str) -> str:
+    device = rows[0].get("device", "") if rows else ""
+    res = rows[0].get("deploy_resolution", 224) if rows else 224
+    head = (f"Table 3 at proxy scale: {dataset}, every network trained from scratch with one recipe "
+            f"({recipe.epochs:g} epochs, batch {recipe.batch_size}, SGD lr {recipe.lr} cosine, {recipe.resolution_px}² "
+            f"input, seed {recipe.seed}); latency at {res}², batch 1, on {device}.\n\n")
+    lines = ["| Network | Top-1 (test) | MAdds (M) | Params | fp32 ms | int8 ms | vs counterpart (paired) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        vs = (f"{r['paired_ratio']:.3f}× {r['paired_vs']}" if r.get("paired_ratio") else "")
+        int8 = f"{r['latency_int8_ms']:.2f}" if r.get("latency_int8_ms") else "–"
+        lines.append(f"| {r['name']} | {100 * r['test_accuracy']:.2f} | {r['madds'] / 1e6:.1f} | "
+                     f"{r['params'] / 1e6:.2f}M | {r['latency_fp32_ms']:.2f} | {int8} | {vs} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def echo_stdout(line: str) -> None:
+    print(line, flush=True)
+    sys.stdout.flush()

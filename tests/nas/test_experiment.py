@@ -1,0 +1,239 @@
+"""`nas experiment run` and `nas experiment table`: real data, training, Ray and ONNX Runtime at tiny budgets.
+
+The module fixture runs one whole experiment (search → training → NetAdapt → final → report) through
+the library; the tests then read its directory, resume it, and build a reproduction table from it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nas.experiment import (STAGES, ExperimentConfig, ExperimentError, Recipe, run_experiment, table_rows)
+from search_spaces import load
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+pytestmark = pytest.mark.skipif(not FMNIST.exists(), reason="needs the dataset-fashion-mnist Debian package")
+ROOT = Path(__file__).resolve().parents[2]
+FAST_MEASURE = {"warmup_min_s": 0.0, "min_runs": 10, "max_runs": 200, "time_cap_s": 0.2, "min_pairs": 5,
+                "max_pairs": 40}
+
+
+def tiny(lut: Path, **sections) -> dict:
+    d = {
+        "name": "tiny",
+        "data": {"deploy_resolution": 64, "train_subset": 1000, "lut": str(lut), "measure": FAST_MEASURE},
+        "search": {"space": "mobilenetv3_small", "searcher": "random", "trials": 2, "target_ms": 0.5, "steps": 4,
+                   "batch_size": 32, "holdout": 300, "top_k": 1, "seeds": False},
+        "train": {"epochs": 0.05, "batch_size": 32},
+        "netadapt": {"reduction": 0.06, "steps": 3, "delta_ratio": 0.05, "max_iters": 2, "holdout": 300},
+        "final": {"epochs": 0.05, "batch_size": 32, "holdout": 300, "train_subset": 1000},
+        "report": {"references": False},
+    }
+    for name, values in sections.items():
+        d[name] = {**d.get(name, {}), **values} if isinstance(values, dict) else values
+    return d
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("experiment")
+    old = os.environ.get("HWNAS_CACHE_DIR")
+    os.environ["HWNAS_CACHE_DIR"] = str(tmp / "cache")
+    yield tmp
+    if old is None:
+        os.environ.pop("HWNAS_CACHE_DIR", None)
+    else:
+        os.environ["HWNAS_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="module")
+def experiment(work):
+    cfg = ExperimentConfig.from_dict(tiny(work / "t.sqlite"))
+    lines: list[str] = []
+    out = run_experiment(cfg, work / "exp", echo=lines.append)
+    return cfg, out, lines
+
+
+# ---- configuration ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["large", "small"])
+def test_the_shipped_experiment_files_load(name):
+    cfg = ExperimentConfig.load(ROOT / "experiments" / f"{name}.toml")
+    assert cfg.name == name
+    assert cfg.search["space"] == {"large": "mobilenetv3", "small": "mobilenetv3_small"}[name]
+    assert cfg.search["alpha"] == {"large": -0.07, "small": -0.15}[name]
+    assert cfg.search["target_like"] == {"large": "mnasnet_a1", "small": "mobilenetv3_small"}[name]
+    assert cfg.netadapt["target_like"] == {"large": "mobilenetv3_large", "small": "mobilenetv3_small"}[name]
+
+
+def test_large_enqueues_a1s_layout_as_the_v3_large_like_seed():
+    from search_spaces.spaces import get_space
+
+    cfg = ExperimentConfig.load(ROOT / "experiments" / "large.toml")
+    assert cfg.search["seeds"] and "mobilenetv3_large_like" in get_space(cfg.search["space"]).seeds()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"bogus": 1}, "unknown key 'bogus'"),
+    ({"search": {"trails": 3}}, "[search] has unknown key 'trails'"),
+    ({"search": {"trials": "many"}}, "[search] trials must be int"),
+    ({"search": {"target_ms": None}}, "exactly one of target_ms and target_like"),
+    ({"search": {"target_like": "mnasnet_a1"}}, "exactly one of target_ms and target_like"),
+    ({"netadapt": {"target_like": "resnet50"}}, "exactly one of target_ms, target_like and reduction"),
+    ({"netadapt": {"reduction": None, "target_like": "resnet50"}}, "unknown architecture 'resnet50'"),
+    ({"final": {"epochs": -1.0}}, "[final] epochs must be a positive number"),
+    ({"name": ""}, "`name` (a non-empty string) is required"),
+])
+def test_bad_configs_are_one_clear_error(tmp_path, change, message):
+    d = tiny(tmp_path / "t.sqlite", **change)
+    with pytest.raises(ExperimentError) as e:
+        ExperimentConfig.from_dict(d, "x.toml")
+    assert message in str(e.value) and str(e.value).startswith("x.toml")
+    assert "\n" not in str(e.value)
+
+
+def test_cli_names_the_file_of_a_malformed_or_missing_config(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = 'x'\n[search\n")
+    env = {**os.environ, "HWNAS_CACHE_DIR": str(tmp_path / "cache")}
+    for path, words in ((bad, "not valid TOML"), (tmp_path / "absent.toml", "no such experiment file")):
+        p = subprocess.run([sys.executable, "-m", "nas.cli", "experiment", "run", str(path), "--run-dir",
+                            str(tmp_path / "run")], capture_output=True, text=True, env=env, timeout=120)
+        assert p.returncode == 2
+        assert p.stderr.count("\n") == 1 and words in p.stderr and str(path) in p.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_recipe_key_depends_on_every_setting_but_ignores_unset_ones():
+    assert Recipe().key() == Recipe(train_subset=None).key()
+    assert Recipe().key() != Recipe(epochs=4.0).key() != Recipe(seed=1).key()
+
+
+# ---- one whole experiment --------------------------------------------------------------------
+
+
+def test_every_stage_runs_and_leaves_its_files(experiment):
+    cfg, out, lines = experiment
+    d = out.run_dir
+    state = json.loads((d / "experiment.json").read_text())
+    assert [s for s in STAGES if state["stages"][s]["done"]] == list(STAGES)
+    for f in ("search/found.json", "search/trials.csv", "train/model.pt", "train/model.json", "netadapt/refined.json",
+              "netadapt/trajectory.csv", "final/model.json", "final/model.pt", "final/row.json",
+              "report/report.html", "report/report.md", "report/summary.md", "log.txt"):
+        assert (d / f).is_file() and (d / f).stat().st_size > 0, f
+    # the chain: the trained winner is the search's, NetAdapt starts from it, the final network is NetAdapt's
+    found, trained = load(d / "search/found.json"), load(d / "train/model.json")
+    assert found.arch_id == trained.arch_id
+    refine_cfg = json.loads((d / "netadapt/config.json").read_text())["refine"]
+    assert refine_cfg["arch"].endswith("train/model.json") and refine_cfg["weights"].endswith("train/model.pt")
+    assert load(d / "final/model.json").blocks == load(d / "netadapt/refined.json").blocks
+    row = json.loads((d / "final/row.json").read_text())
+    assert 0 <= row["test_accuracy"] <= 1 and row["latency_fp32_ms"] > 0 and row["latency_int8_ms"] > 0
+    assert row["recipe_key"] == cfg.final.key()
+    assert "NetAdapt" in (d / "report/summary.md").read_text()
+    assert any("[final] done" in line for line in lines)
+
+
+def test_resuming_a_finished_experiment_runs_nothing_again(experiment):
+    cfg, out, _ = experiment
+    before = {p: p.stat().st_mtime_ns for p in out.run_dir.rglob("*") if p.is_file() and "report" not in p.parts}
+    lines: list[str] = []
+    run_experiment(cfg, out.run_dir, resume=True, echo=lines.append)
+    assert sum("done already" in line for line in lines) == len(STAGES)
+    after = {p: p.stat().st_mtime_ns for p in before}
+    changed = [p.name for p in before if before[p] != after[p] and p.name not in ("experiment.json", "log.txt")]
+    assert changed == []
+
+
+def test_a_resume_redoes_only_unfinished_stages(experiment, work):
+    """As after a kill during the final stage: search, training and NetAdapt are not run again."""
+    cfg, out, _ = experiment
+    import shutil
+
+    copy = work / "exp-killed"
+    shutil.copytree(out.run_dir, copy)
+    state = json.loads((copy / "experiment.json").read_text())
+    del state["stages"]["final"], state["stages"]["report"]
+    (copy / "experiment.json").write_text(json.dumps(state))
+    (copy / "final" / "row.json").unlink()
+    trials = (copy / "search" / "trials.csv").read_text()
+    trajectory = (copy / "netadapt" / "trajectory.csv").read_text()
+    lines: list[str] = []
+    run_experiment(cfg, copy, resume=True, echo=lines.append)
+    assert [line for line in lines if "done already" in line] == [f"[{s}] done already" for s in
+                                                                   ("search", "train", "netadapt")]
+    assert (copy / "final" / "row.json").exists() and (copy / "report" / "report.html").exists()
+    assert (copy / "search" / "trials.csv").read_text() == trials
+    assert (copy / "netadapt" / "trajectory.csv").read_text() == trajectory
+
+
+def test_resume_refuses_another_configuration_and_a_corrupt_state(experiment, work):
+    cfg, out, _ = experiment
+    other = ExperimentConfig.from_dict(tiny(work / "t.sqlite", search={"trials": 3}))
+    with pytest.raises(ExperimentError, match="another configuration"):
+        run_experiment(other, out.run_dir, resume=True, echo=None)
+    with pytest.raises(ExperimentError, match="no experiment to resume"):
+        run_experiment(cfg, work / "nothing-here", resume=True, echo=None)
+    bad = work / "corrupt"
+    bad.mkdir()
+    (bad / "experiment.json").write_text("{not json")
+    with pytest.raises(ExperimentError, match="experiment.json is not valid JSON"):
+        run_experiment(cfg, bad, resume=True, echo=None)
+    with pytest.raises(ValueError, match="--force"):
+        run_experiment(cfg, out.run_dir, echo=None)  # a finished experiment is never overwritten by accident
+
+
+def test_netadapt_is_skipped_when_the_winner_already_meets_its_target(work):
+    cfg = ExperimentConfig.from_dict(tiny(work / "t.sqlite", netadapt={"reduction": None, "target_ms": 1e4},
+                                          search={"trials": 1}))
+    out = run_experiment(cfg, work / "exp-met", echo=None)
+    n = out.state["stages"]["netadapt"]
+    assert "already meets" in n["skipped"] and not (work / "exp-met" / "netadapt").exists()
+    assert load(work / "exp-met/final/model.json").blocks == load(work / "exp-met/train/model.json").blocks
+
+
+# ---- the reproduction table ------------------------------------------------------------------
+
+
+def test_table_reuses_the_experiments_row_and_trains_the_references_with_the_same_recipe(experiment, work):
+    cfg, out, _ = experiment
+    lines: list[str] = []
+    rows = table_rows([out.run_dir], work / "table", reference_names=["mobilenetv3_small"], deploy_resolution=64,
+                      measure=FAST_MEASURE, echo=lines.append)
+    assert [r["name"] for r in rows] == ["tiny-searched", "mobilenetv3_small"]
+    assert "1 already trained with this recipe" in lines[0]
+    searched, ref = rows
+    assert searched == {**json.loads((out.run_dir / "final/row.json").read_text()),
+                        "paired_vs": "mobilenetv3_small", "paired_ratio": searched["paired_ratio"]}
+    assert searched["paired_ratio"] > 0 and ref["recipe_key"] == searched["recipe_key"] == cfg.final.key()
+    with open(work / "table" / "table3.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["name"] for r in table] == ["tiny-searched", "mobilenetv3_small"]
+    md = (work / "table" / "table3.md").read_text()
+    assert "| mobilenetv3_small |" in md and "× mobilenetv3_small" in md
+    # a second run trains nothing: every row is kept in OUT/rows/
+    again: list[str] = []
+    table_rows([out.run_dir], work / "table", reference_names=["mobilenetv3_small"], deploy_resolution=64,
+               measure=FAST_MEASURE, echo=again.append)
+    assert "training 0" in again[0]
+
+
+def test_table_refuses_an_unfinished_experiment_and_unknown_references(experiment, work):
+    cfg, out, _ = experiment
+    half = work / "half"
+    half.mkdir()
+    (half / "experiment.json").write_text(json.dumps({"config": cfg.to_dict(), "stages": {"search": {"done": True}}}))
+    with pytest.raises(ExperimentError, match="has not finished its final stage"):
+        table_rows([half], work / "t2", echo=None)
+    with pytest.raises(ExperimentError, match="not an experiment directory"):
+        table_rows([work / "absent"], work / "t2", echo=None)
+    with pytest.raises(ExperimentError, match="unknown reference"):
+        table_rows([out.run_dir], work / "t2", reference_names=["resnet50"], echo=None)
