@@ -52,6 +52,17 @@ CREATE TABLE IF NOT EXISTS calibration_points (
 """
 
 
+def _schema_columns() -> dict[str, list[str]]:
+    """Column names of each table of :data:`_SCHEMA`, in order (read from SQLite, not repeated here)."""
+    with closing(sqlite3.connect(":memory:")) as conn:
+        conn.executescript(_SCHEMA)
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY rowid")]
+        return {t: [r[1] for r in conn.execute(f"PRAGMA table_info({t})")] for t in tables}
+
+
+SCHEMA_COLUMNS = _schema_columns()
+
+
 GROUPS = ("conv", "dsconv", "mbconv", "other")
 """Layer kinds with their own calibration factor (pool and linear layers share "other")."""
 
@@ -216,6 +227,7 @@ class TableStore:
         try:
             with closing(self._connect()) as conn:
                 version = conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+                columns = {t: [r[1] for r in conn.execute(f"PRAGMA table_info({t})")] for t in SCHEMA_COLUMNS}
         except sqlite3.DatabaseError as e:
             raise TableFormatError(f"{self.path}: not a latency table ({e})") from None
         if version is None or version[0] != str(SCHEMA_VERSION):
@@ -223,6 +235,19 @@ class TableStore:
                 f"{self.path}: latency table schema {version[0] if version else 'missing'}; "
                 f"this version reads schema {SCHEMA_VERSION}"
             )
+        for table, expected in SCHEMA_COLUMNS.items():  # an older development layout of the same version
+            have = columns[table]
+            if not have:
+                raise TableFormatError(f"{self.path}: table {table} is missing; not a latency table of this version")
+            if have != expected:
+                parts = []
+                if missing := [c for c in expected if c not in have]:
+                    parts.append(f"missing {', '.join(missing)}")
+                if unexpected := [c for c in have if c not in expected]:
+                    parts.append(f"unexpected {', '.join(unexpected)}")
+                detail = "; ".join(parts) or "the same columns in another order"
+                raise TableFormatError(f"{self.path}: table {table} has columns ({', '.join(have)}), this version "
+                                       f"expects ({', '.join(expected)}): {detail}")
 
     def meta(self, name: str) -> Any:
         with closing(self._connect()) as conn:

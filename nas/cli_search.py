@@ -14,14 +14,17 @@ DEFAULT_STEPS = 150
 
 def cmd_search(args) -> int:
     from nas.evaluate import EvalConfig
-    from nas.search import CONFIG_FILE, PRESETS, SearchConfig, SearchError, run_search
+    from nas.search import CONFIG_FILE, PRESETS, SearchConfig, SearchError, read_json, run_search
     from search_spaces.table import format_table
 
     if args.resume:
         run_dir = Path(args.resume)
         if not (run_dir / CONFIG_FILE).exists():
             raise SearchError(f"{run_dir} holds no search to resume (no {CONFIG_FILE})")
-        cfg = SearchConfig.from_dict(json.loads((run_dir / CONFIG_FILE).read_text())["search"])
+        config = read_json(run_dir / CONFIG_FILE)
+        if not isinstance(config, dict) or not isinstance(config.get("search"), dict):
+            raise SearchError(f"{run_dir / CONFIG_FILE} holds no search configuration (no \"search\" object)")
+        cfg = SearchConfig.from_dict(config["search"])
         if args.trials is not None:
             cfg = SearchConfig.from_dict({**cfg.to_dict(), "trials": args.trials})
     else:

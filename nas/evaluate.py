@@ -106,7 +106,8 @@ class EvalResult:
         return d
 
 
-def _dataset(cfg: EvalConfig):
+def dataset_split(cfg: EvalConfig):
+    """``(data, train_idx, val_idx)``: the data set and its seeded held-out split, loaded once per process."""
     from nas.data import holdout_split, load_dataset
 
     key = (cfg.dataset, cfg.data_dir, cfg.holdout, cfg.split_seed, cfg.train_subset)
@@ -172,7 +173,7 @@ def evaluate_candidate(spec_json: str, cfg: EvalConfig, seed: int = 0) -> EvalRe
         result.latency_ms = result.latency_measured_ms or result.latency_predicted_ms
         result.latency_s = time.perf_counter() - t0
 
-        data, train_idx, val_idx = _dataset(cfg)
+        data, train_idx, val_idx = dataset_split(cfg)
         train_cfg = TrainConfig(**{**cfg.train, "seed": seed, "in_channels": spec.in_channels})
         torch.manual_seed(seed)
         model = build_model(spec)

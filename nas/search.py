@@ -42,6 +42,7 @@ CONFIG_FILE = "config.json"
 CALIBRATION_NETWORKS = 12  # whole networks the table's calibration is fitted on before a first search
 STUDY_FILE = "study.journal"
 STUDY_NAME = "search"
+START_FILES = (CONFIG_FILE, "log.txt", STUDY_FILE, "weights")  # what a new search writes before its first trial
 
 
 class SearchError(ValueError):
@@ -153,11 +154,49 @@ def environment() -> dict:
             "numpy": np.__version__, "cpus": os.cpu_count(), "argv": sys.argv}
 
 
-def _log(run_dir: Path, line: str, echo: Callable[[str], None] | None) -> None:
-    with open(run_dir / "log.txt", "a") as f:
+def log_line(run_dir: Path, line: str, echo: Callable[[str], None] | None) -> None:
+    """Append ``line`` with the time to ``run_dir/log.txt`` and pass it to ``echo`` (if any)."""
+    with open(Path(run_dir) / "log.txt", "a") as f:
         f.write(time.strftime("%H:%M:%S ") + line + "\n")
     if echo:
         echo(line)
+
+
+def read_json(path: Path, error: type[Exception] = SearchError):
+    """The JSON content of a run-directory file; ``error`` (one line naming the file) if it is not JSON."""
+    try:
+        return json.loads(Path(path).read_bytes())
+    except json.JSONDecodeError as e:
+        raise error(f"{path} is not valid JSON (line {e.lineno} col {e.colno}): {e.msg}") from None
+    except UnicodeDecodeError:
+        raise error(f"{path} is not valid JSON (not UTF-8 text)") from None
+
+
+def _missing_dirs(path: Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, deepest first."""
+    missing, p = [], path.absolute()
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    return missing
+
+
+def remove_failed_start(run_dir: Path, created: list[Path]) -> None:
+    """Undo a new search that failed before its first trial: delete the files it wrote and the
+    directories it created (``created``, deepest first). Nothing else is touched: a run directory that
+    holds anything but :data:`START_FILES` (or weights) is left as it is, and so is one that existed."""
+    try:
+        names = {p.name for p in run_dir.iterdir()}
+        weights = run_dir / "weights"
+        if not names <= set(START_FILES) or (weights.is_dir() and any(weights.iterdir())):
+            return
+        for name in names:
+            path = run_dir / name
+            path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
+        for d in created:
+            d.rmdir()  # only empty directories
+    except OSError:
+        pass  # best effort: the error that stopped the start is what matters
 
 
 # ------------------------------------------------------------------------------------------------
@@ -289,7 +328,23 @@ def ensure_calibration(cfg: SearchConfig, space, echo=None) -> None:
 
 def run_search(cfg: SearchConfig, *, resume: bool = False, force: bool = False,
                echo: Callable[[str], None] | None = print) -> SearchOutcome:
-    """Run (or resume) a search; returns where the result is. See the module docstring."""
+    """Run (or resume) a search; returns where the result is. See the module docstring.
+
+    A new search that fails before its first trial (an unreachable target, a table lacking entries,
+    Ray not starting, ...) removes what it wrote, and the run directory (and parents) it created.
+    """
+    created = [] if resume else _missing_dirs(Path(cfg.run_dir))
+    progress = {"prepared": False, "asked": False}
+    try:
+        return _run_search(cfg, resume, force, echo, progress)
+    except BaseException:
+        if progress["prepared"] and not progress["asked"]:
+            remove_failed_start(Path(cfg.run_dir), created)
+        raise
+
+
+def _run_search(cfg: SearchConfig, resume: bool, force: bool, echo: Callable[[str], None] | None,
+                progress: dict) -> SearchOutcome:
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -314,6 +369,7 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, force: bool = False,
             raise SearchError(f"{run_dir} holds no search to resume (no {CONFIG_FILE})")
     else:
         prepare_run_dir(run_dir, force)
+        progress["prepared"] = True
 
     data = load_dataset(cfg.eval.dataset, cfg.eval.data_dir)  # fail fast, before Ray starts
     space = get_space(cfg.space, resolution=cfg.eval.deploy_resolution, in_channels=data.channels,
@@ -338,15 +394,16 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, force: bool = False,
                   "device": latency_table(cfg.eval).fingerprint if cfg.eval.latency == "predicted" else None,
                   "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
         atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=2, default=str))
-        _log(run_dir, f"space {cfg.space}: {space.size:.2e} architectures; latency on this device ≈ "
-                      f"{low:.2f}–{high:.2f} ms at {cfg.eval.deploy_resolution}²; target {target:.2f} ms", echo)
+        log_line(run_dir, f"space {cfg.space}: {space.size:.2e} architectures; latency on this device ≈ "
+                          f"{low:.2f}–{high:.2f} ms at {cfg.eval.deploy_resolution}²; target {target:.2f} ms", echo)
         if target > high:
-            _log(run_dir, f"warning: every architecture of this space meets the target {target:.2f} ms on this "
-                          f"device (range {low:.2f}–{high:.2f} ms): the latency term only trades accuracy for "
-                          "speed at the reward's rate (w = α); try --target-like or a lower --target-ms", echo)
+            log_line(run_dir, f"warning: every architecture of this space meets the target {target:.2f} ms on this "
+                              f"device (range {low:.2f}–{high:.2f} ms): the latency term only trades accuracy for "
+                              "speed at the reward's rate (w = α); try --target-like or a lower --target-ms", echo)
         elif target < low:  # only with --target-like: a reference faster than the whole space
-            _log(run_dir, f"warning: no architecture of this space meets the target {target:.2f} ms on this "
-                          f"device (range {low:.2f}–{high:.2f} ms): the search will favour the fastest ones", echo)
+            log_line(run_dir, f"warning: no architecture of this space meets the target {target:.2f} ms on this "
+                              f"device (range {low:.2f}–{high:.2f} ms): the search will favour the fastest ones",
+                     echo)
 
     repair_journal(run_dir / STUDY_FILE)
     storage = JournalStorage(JournalFileBackend(str(run_dir / STUDY_FILE)))
@@ -365,9 +422,10 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, force: bool = False,
         params = t.params if set(t.params) == set(dists) else t.system_attrs.get("fixed_params")
         if params:
             study.enqueue_trial(params, user_attrs={"rerun_of": t.number}, skip_if_exists=False)
-            _log(run_dir, f"trial {t.number} was interrupted; it will run again", echo)
+            log_line(run_dir, f"trial {t.number} was interrupted; it will run again", echo)
         else:
-            _log(run_dir, f"trial {t.number} was interrupted while being proposed; a new proposal replaces it", echo)
+            log_line(run_dir, f"trial {t.number} was interrupted while being proposed; a new proposal replaces it",
+                     echo)
     if not resume and cfg.seeds:
         for name, params in space.seeds().items():
             study.enqueue_trial(params, user_attrs={"seed_name": name})
@@ -389,8 +447,8 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, force: bool = False,
     durations: list[float] = []
     try:
         slots = cfg.workers or pool.slots
-        _log(run_dir, f"searcher {cfg.searcher}, {cfg.trials} trials, {slots} at a time on Ray; "
-                      f"latency {cfg.eval.latency}; run directory {run_dir}", echo)
+        log_line(run_dir, f"searcher {cfg.searcher}, {cfg.trials} trials, {slots} at a time on Ray; "
+                          f"latency {cfg.eval.latency}; run directory {run_dir}", echo)
         done_count = finished()
         def complete(trial, spec, res: EvalResult, t0: float) -> None:
             nonlocal done_count
@@ -402,10 +460,11 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, force: bool = False,
             rows = trial_rows(study, space, remeasured)
             _prune_weights(weights_dir, rows, cfg.top_k)
             write_csv(run_dir / "trials.csv", rows)
-            _log(run_dir, _progress_line(rows, done_count, cfg.trials, durations, slots, res, trial.number), echo)
+            log_line(run_dir, _progress_line(rows, done_count, cfg.trials, durations, slots, res, trial.number), echo)
 
         while done_count + len(in_flight) < cfg.trials or in_flight:
             while len(in_flight) < slots and done_count + len(in_flight) < cfg.trials:
+                progress["asked"] = True  # from here on the run directory holds a trial
                 trial = study.ask(dists)
                 spec = space.decode(trial.params)
                 trial.set_user_attr("arch_id", spec.arch_id)
@@ -513,7 +572,7 @@ def _finish(cfg, study, space, rows, remeasured, remeasured_path, reward_cfg, ru
             ranked.append(r)
     ranked = ranked[: cfg.top_k]
     if not ranked:
-        _log(run_dir, "no trial completed: nothing to save (see trials.csv for the errors)", echo)
+        log_line(run_dir, "no trial completed: nothing to save (see trials.csv for the errors)", echo)
         return None, None
     mcfg = MeasureConfig.from_dict(cfg.eval.measure) if cfg.eval.measure else MeasureConfig()
     table = latency_table(cfg.eval) if cfg.eval.latency == "predicted" else None
@@ -529,8 +588,10 @@ def _finish(cfg, study, space, rows, remeasured, remeasured_path, reward_cfg, ru
                 table.add_point(deploy, remeasured[r["number"]])  # improves the calibration for next time
         measured = remeasured[r["number"]]
         reward = mnas_reward(r["accuracy"], measured, reward_cfg)
-        _log(run_dir, f"re-measured trial {r['number']}: {measured:.3f} ms (predicted "
-                      f"{r['latency_predicted_ms'] or float('nan'):.3f} ms), reward {reward:.4f}", echo)
+        predicted = r["latency_predicted_ms"]  # None when the search measured every candidate
+        log_line(run_dir, f"re-measured trial {r['number']}: {measured:.3f} ms"
+                          + (f" (predicted {predicted:.3f} ms)" if predicted is not None else "")
+                          + f", reward {reward:.4f}", echo)
         if reward > best_reward:
             best, best_reward = (r, spec), reward
     if table is not None and table.can_measure and table.store.points():

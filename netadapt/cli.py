@@ -19,13 +19,17 @@ from netadapt.refine import DEFAULT_STEPS
 
 def cmd_refine(args) -> int:
     from nas.evaluate import EvalConfig
+    from nas.search import read_json
     from netadapt.refine import CONFIG_FILE, RefineConfig, RefineError, run_refine
 
     if args.resume:
         run_dir = Path(args.resume)
         if not (run_dir / CONFIG_FILE).exists():
             raise RefineError(f"{run_dir} holds no refinement to resume (no {CONFIG_FILE})")
-        cfg = RefineConfig.from_dict(json.loads((run_dir / CONFIG_FILE).read_text())["refine"])
+        config = read_json(run_dir / CONFIG_FILE, RefineError)
+        if not isinstance(config, dict) or not isinstance(config.get("refine"), dict):
+            raise RefineError(f"{run_dir / CONFIG_FILE} holds no refinement configuration (no \"refine\" object)")
+        cfg = RefineConfig.from_dict(config["refine"])
     else:
         if not args.arch:
             raise RefineError("--arch is required (a reference name or a spec file such as found.json)")

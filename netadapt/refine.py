@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 from nas.evaluate import EvalConfig, latency_table
+from nas.search import log_line, read_json
 from search_spaces import ArchSpec, count, resolve_arch
 from search_spaces._io import atomic_write_bytes, atomic_write_text
 
@@ -186,7 +187,7 @@ def train_task(parent_json: str, child_json: str | None, parent_weights: bytes |
     import torch
 
     from netadapt.channels import inherit_weights
-    from nas.evaluate import _dataset
+    from nas.evaluate import dataset_split
     from nas.training import TrainConfig, TrainingDiverged, evaluate, train_model
     from search_spaces.builder import build_model
 
@@ -195,7 +196,7 @@ def train_task(parent_json: str, child_json: str | None, parent_weights: bytes |
     out: dict = {"arch_id": child.arch_id, "accuracy": None, "test_accuracy": None, "weights": None, "error": None}
     t0 = time.perf_counter()
     try:
-        data, train_idx, val_idx = _dataset(cfg)
+        data, train_idx, val_idx = dataset_split(cfg)
         torch.manual_seed(seed)
         model = build_model(child)
         if parent_weights is not None:
@@ -216,12 +217,12 @@ def train_task(parent_json: str, child_json: str | None, parent_weights: bytes |
 
 def score_task(spec_json: str, weights: bytes, cfg: EvalConfig, train: dict, test: bool = False) -> dict:
     """Held-out (and test) accuracy of trained weights, without training."""
-    from nas.evaluate import _dataset
+    from nas.evaluate import dataset_split
     from nas.training import TrainConfig, channel_stats, evaluate
     from search_spaces.builder import build_model
 
     spec = ArchSpec.from_json(spec_json)
-    data, train_idx, val_idx = _dataset(cfg)
+    data, train_idx, val_idx = dataset_split(cfg)
     tcfg = TrainConfig(**{**train, "in_channels": spec.in_channels})
     model = build_model(spec)
     model.load_state_dict(load_weights(weights))
@@ -236,13 +237,6 @@ def score_task(spec_json: str, weights: bytes, cfg: EvalConfig, train: dict, tes
 # ------------------------------------------------------------------------------------------------
 # The driver
 # ------------------------------------------------------------------------------------------------
-
-
-def _log(run_dir: Path, line: str, echo: Callable[[str], None] | None) -> None:
-    with open(run_dir / "log.txt", "a") as f:
-        f.write(time.strftime("%H:%M:%S ") + line + "\n")
-    if echo:
-        echo(line)
 
 
 def _write_trajectory(run_dir: Path, rows: list[dict]) -> None:
@@ -347,7 +341,9 @@ def run_refine(cfg: RefineConfig, *, resume: bool = False, force: bool = False,
     if resume:
         if not state_path.exists():
             raise RefineError(f"{run_dir} holds no refinement to resume (no {STATE_FILE})")
-        state = json.loads(state_path.read_text())
+        state = read_json(state_path, RefineError)
+        if not isinstance(state, dict) or "stage" not in state:
+            raise RefineError(f"{state_path} holds no refinement state (no \"stage\")")
     else:
         prepare_run_dir(run_dir, force)
         state = None
@@ -406,10 +402,10 @@ def _begin(cfg: RefineConfig, start: ArchSpec, lat: _Latency, run_dir: Path, ech
         raise RefineError(f"target {target:.3f} ms cannot be reached from {start.name or cfg.arch}: even with every "
                           f"layer at {cfg.min_width} channels it takes about {floor:.3f} ms on this device")
     start.save(run_dir / "start.json")
-    _log(run_dir, f"start {start.name}: predicted {l0:.3f} ms"
-                  + (f", measured {measured:.3f} ms" if measured else "")
-                  + f" at {lat.resolution}²; target {target:.3f} ms {basis} ({1 - target / l0_basis:.1%} faster); "
-                  f"δ = {delta:.4f} ms per iteration; T = {cfg.steps} steps; metric {cfg.metric}", echo)
+    log_line(run_dir, f"start {start.name}: predicted {l0:.3f} ms"
+                      + (f", measured {measured:.3f} ms" if measured else "")
+                      + f" at {lat.resolution}²; target {target:.3f} ms {basis} ({1 - target / l0_basis:.1%} faster); "
+                      f"δ = {delta:.4f} ms per iteration; T = {cfg.steps} steps; metric {cfg.metric}", echo)
     if cfg.weights:
         weights = load_weights(cfg.weights)  # checked now, before any training
         from netadapt.channels import inherit_weights
@@ -429,14 +425,14 @@ def _begin(cfg: RefineConfig, start: ArchSpec, lat: _Latency, run_dir: Path, ech
 
 def _pretrain(cfg: RefineConfig, state: dict, pool, run_dir: Path, echo) -> dict:
     spec = ArchSpec.from_dict(state["start"])
-    _log(run_dir, f"no --weights: training the start network for {cfg.pretrain_epochs:g} epochs first", echo)
+    log_line(run_dir, f"no --weights: training the start network for {cfg.pretrain_epochs:g} epochs first", echo)
     cpus = _node_cpus(pool)  # one task alone: it may use a whole node
     res = pool.result(pool.call(train_task, spec.to_json(), None, None, cfg.eval,
                                 _train_cfg(cfg, epochs=cfg.pretrain_epochs, threads=cpus), cfg.seed, num_cpus=cpus))
     if res["error"]:
         raise RefineError(f"training the start network failed: {res['error']}")
     atomic_write_bytes(run_dir / "weights" / "start.pt", res["weights"])
-    _log(run_dir, f"start network trained: held-out accuracy {res['accuracy']:.4f} ({res['total_s']:.0f} s)", echo)
+    log_line(run_dir, f"start network trained: held-out accuracy {res['accuracy']:.4f} ({res['total_s']:.0f} s)", echo)
     return {**state, "stage": "iterate"}
 
 
@@ -466,21 +462,22 @@ def _iterate(cfg: RefineConfig, state: dict, pool, lat: _Latency, run_dir: Path,
         cur = {**cur, "accuracy": pool.result(pool.call(score_task, spec.to_json(), weights, cfg.eval,
                                                          eval_train))["accuracy"]}
         state = {**state, "current": cur, "rows": [_start_row(state, spec, cur["accuracy"])]}
-        _log(run_dir, f"start network: held-out accuracy {cur['accuracy']:.4f}", echo)
+        log_line(run_dir, f"start network: held-out accuracy {cur['accuracy']:.4f}", echo)
     k = state["iteration"] + 1
     basis = state.get("basis", "predicted")
     now = cur["latency_measured_ms"] if basis == "measured" else cur["latency_pred_ms"]
     if now <= state["target_ms"]:
-        _log(run_dir, f"target met after {k - 1} iterations: {now:.3f} ms ≤ {state['target_ms']:.3f} ms ({basis})", echo)
+        log_line(run_dir, f"target met after {k - 1} iterations: {now:.3f} ms ≤ {state['target_ms']:.3f} ms ({basis})",
+                 echo)
         return {**state, "stage": "finish", "target_met": True}
     if k > cfg.max_iters:
-        _log(run_dir, f"stopped at --max-iters {cfg.max_iters} before the target", echo)
+        log_line(run_dir, f"stopped at --max-iters {cfg.max_iters} before the target", echo)
         return {**state, "stage": "finish", "target_met": False}
 
     proposals = make_proposals(spec, lat.predict, cur["latency_pred_ms"], state["delta_ms"], cfg.channel_step,
                                cfg.min_width)
     if not proposals:
-        _log(run_dir, "no channel group can cut δ any more: stopping before the target", echo)
+        log_line(run_dir, "no channel group can cut δ any more: stopping before the target", echo)
         return {**state, "stage": "finish", "target_met": False}
     t0 = time.perf_counter()
     parent_ref = pool.put(weights)
@@ -516,11 +513,13 @@ def _iterate(cfg: RefineConfig, state: dict, pool, lat: _Latency, run_dir: Path,
     row["chosen"] = True
     name = f"weights/iter_{k}.pt"
     atomic_write_bytes(run_dir / name, res["weights"])
-    _log(run_dir, f"iteration {k}: {len(proposals)} proposals in {time.perf_counter() - t0:.0f} s; chose {chosen.name} "
-                  f"{chosen.group.width}→{chosen.new_width}: accuracy {res['accuracy']:.4f} ({row['delta_acc']:+.4f}), "
-                  f"{chosen.latency_ms:.3f} ms ({row['delta_latency_pred_ms']:+.3f} predicted"
-                  + (f", {row['delta_latency_measured_ms']:+.3f} measured" if row.get("latency_measured_ms") else "")
-                  + f"); target {state['target_ms']:.3f} ms {basis}", echo)
+    log_line(run_dir, f"iteration {k}: {len(proposals)} proposals in {time.perf_counter() - t0:.0f} s; chose "
+                      f"{chosen.name} {chosen.group.width}→{chosen.new_width}: accuracy {res['accuracy']:.4f} "
+                      f"({row['delta_acc']:+.4f}), {chosen.latency_ms:.3f} ms "
+                      f"({row['delta_latency_pred_ms']:+.3f} predicted"
+                      + (f", {row['delta_latency_measured_ms']:+.3f} measured" if row.get("latency_measured_ms")
+                         else "")
+                      + f"); target {state['target_ms']:.3f} ms {basis}", echo)
     new_state = {**state, "iteration": k, "rows": state["rows"] + rows, "path_steps": state["path_steps"] + cfg.steps,
                  "current": {"spec": chosen.spec.replace(name=f"{spec.name.split('@')[0]}@netadapt{k}").to_dict(),
                              "weights": name, "accuracy": res["accuracy"], "latency_pred_ms": chosen.latency_ms,
@@ -601,9 +600,9 @@ def _finish(cfg: RefineConfig, state: dict, pool, lat: _Latency, run_dir: Path, 
             jobs["baseline"] = pool.call(train_task, start.to_json(), base_spec.to_json(), start_weights, cfg.eval,
                                          _finetune(cfg, steps=max(1, state["path_steps"] + steps_final)), cfg.seed,
                                          True)
-        _log(run_dir, f"baseline: {start.name} at width multiplier {multiplier:.3f} "
-                      f"({lat.predict(base_spec):.3f} ms predicted)", echo)
-    _log(run_dir, "final training of the result" + (" and the baseline" if cfg.baseline else ""), echo)
+        log_line(run_dir, f"baseline: {start.name} at width multiplier {multiplier:.3f} "
+                          f"({lat.predict(base_spec):.3f} ms predicted)", echo)
+    log_line(run_dir, "final training of the result" + (" and the baseline" if cfg.baseline else ""), echo)
     results = {name: pool.result(ref) for name, ref in jobs.items()}
     for name, res in results.items():
         if res.get("error"):
@@ -612,7 +611,7 @@ def _finish(cfg: RefineConfig, state: dict, pool, lat: _Latency, run_dir: Path, 
     atomic_write_bytes(run_dir / "refined.pt", final_weights)
     refined.save(run_dir / "refined.json")
     export_onnx(refined.replace(resolution=lat.resolution), run_dir / "refined.onnx")
-    _log(run_dir, "measuring start, result" + (" and baseline" if cfg.baseline else "") + " on the device", echo)
+    log_line(run_dir, "measuring start, result" + (" and baseline" if cfg.baseline else "") + " on the device", echo)
     metrics = {
         "start": _metrics(start, results["start"]["accuracy"], state["l0_pred_ms"], lat.measure(start),
                           test_accuracy=results["start"]["test_accuracy"]),
@@ -634,16 +633,16 @@ def _finish(cfg: RefineConfig, state: dict, pool, lat: _Latency, run_dir: Path, 
     line = (f"result: {refined.name}: held-out accuracy {r['accuracy']:.4f} (start {s['accuracy']:.4f}), test "
             f"{r['test_accuracy']:.4f} (start {s['test_accuracy']:.4f}); measured {r['latency_measured_ms'] or float('nan'):.3f} ms "
             f"(start {s['latency_measured_ms'] or float('nan'):.3f} ms)")
-    _log(run_dir, line, echo)
+    log_line(run_dir, line, echo)
     if cfg.baseline:
         b = metrics["baseline"]
-        _log(run_dir, f"baseline ×{multiplier:.3f}: held-out accuracy {b['accuracy']:.4f}, test {b['test_accuracy']:.4f}, "
-                      f"measured {b['latency_measured_ms'] or float('nan'):.3f} ms", echo)
+        log_line(run_dir, f"baseline ×{multiplier:.3f}: held-out accuracy {b['accuracy']:.4f}, test "
+                          f"{b['test_accuracy']:.4f}, measured {b['latency_measured_ms'] or float('nan'):.3f} ms", echo)
     return {**state, "stage": "done"}
 
 
 def _train_size(cfg: RefineConfig) -> int:
-    from nas.evaluate import _dataset
+    from nas.evaluate import dataset_split
 
-    _, train_idx, _ = _dataset(cfg.eval)
+    _, train_idx, _ = dataset_split(cfg.eval)
     return len(train_idx)

@@ -127,6 +127,24 @@ def test_not_a_table_is_refused(tmp_path):
         LatencyTable(old, FAST)
 
 
+def test_a_table_of_an_older_layout_is_refused_naming_the_mismatch(tmp_path):
+    from latency.lut_store import TableStore
+
+    foreign = {**FAST.fingerprint().to_dict(), "cpu_model": "elsewhere"}  # read-only here: nothing is measured
+    old = tmp_path / "old.sqlite"
+    TableStore(old).create(foreign, FAST.to_dict())
+    with sqlite3.connect(old) as conn:  # the development layout: no per-group sums
+        conn.execute("DROP TABLE calibration_points")
+        conn.execute("CREATE TABLE calibration_points (arch_id TEXT PRIMARY KEY, name TEXT, resolution INTEGER, "
+                     "raw_sum_ms REAL NOT NULL, measured_ms REAL NOT NULL, measured_at TEXT, note TEXT)")
+    with pytest.raises(TableFormatError, match=rf"{old}: table calibration_points .*missing group_ms.*unexpected note"):
+        LatencyTable(old, FAST)
+    with sqlite3.connect(old) as conn:
+        conn.execute("DROP TABLE calibration_points")
+    with pytest.raises(TableFormatError, match=rf"{old}: table calibration_points is missing"):
+        LatencyTable(old, FAST)
+
+
 def test_bundle_builds_a_table_on_a_device_without_torch(tmp_path):
     keys = {layer.key for layer in walk(SMALL)}
     bundle = export_bundle(keys, [SMALL, LARGE], tmp_path / "bundle")

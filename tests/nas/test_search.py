@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -118,6 +119,52 @@ def test_a_proposed_duplicate_reuses_the_earlier_result(tmp_path):
     rows = read_csv(tmp_path / "run" / "trials.csv")
     assert rows[1]["duplicate_of"] == "0" and rows[1]["accuracy"] == rows[0]["accuracy"]
     assert rows[1]["arch_id"] == rows[0]["arch_id"] and float(rows[1]["train_s"]) == 0.0
+
+
+def test_search_and_refine_log_through_one_helper(tmp_path):
+    import netadapt.refine
+    import nas.search
+    from nas.search import log_line
+
+    echoed = []
+    log_line(tmp_path, "first", echoed.append)
+    log_line(tmp_path, "second", None)
+    lines = (tmp_path / "log.txt").read_text().splitlines()
+    assert re.fullmatch(r"\d\d:\d\d:\d\d first", lines[0]) and lines[1].endswith(" second") and len(lines) == 2
+    assert echoed == ["first"]
+    assert netadapt.refine.log_line is log_line
+    assert not hasattr(nas.search, "_log") and not hasattr(netadapt.refine, "_log")
+
+
+def test_measured_latency_search_logs_only_what_it_knows(tmp_path):
+    lines: list[str] = []
+    run_search(tiny(tmp_path / "run", trials=1, top_k=1, target_ms=5.0, eval={"latency": "measured"}),
+               echo=lines.append)
+    remeasured = [line for line in lines if line.startswith("re-measured trial")]
+    assert remeasured and not any("predicted" in line for line in remeasured), remeasured
+    assert "nan" not in (tmp_path / "run" / "log.txt").read_text()
+
+
+def test_a_failed_start_leaves_no_run_directory_behind(tmp_path, monkeypatch):
+    import nas.execution
+
+    def no_ray(**kwargs):
+        raise RuntimeError("Ray did not start")
+
+    monkeypatch.setattr(nas.execution, "RayPool", no_ray)  # fails after config.json, log.txt and the journal
+    cfg = tiny(tmp_path / "runs" / "run", target_ms=5.0, eval={"latency": "measured"})
+    with pytest.raises(RuntimeError, match="Ray did not start"):
+        run_search(cfg, echo=None)
+    assert not (tmp_path / "runs").exists()  # the run directory and the parent it created
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with pytest.raises(RuntimeError, match="Ray did not start"):
+        run_search(tiny(existing, target_ms=5.0, eval={"latency": "measured"}), echo=None)
+    assert existing.is_dir() and not any(existing.iterdir())  # kept, without the failed start's files
+    (existing / "notes.txt").write_text("mine")
+    with pytest.raises(SearchError, match="not empty"):
+        run_search(tiny(existing, target_ms=5.0, eval={"latency": "measured"}), echo=None)
+    assert [p.name for p in existing.iterdir()] == ["notes.txt"]
 
 
 # The driver-killed-then-resumed test lives in tests/reliability/test_driver_killed.py.

@@ -173,6 +173,38 @@ def test_cli_errors_are_one_line(tmp_path):
         assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
 
 
+def test_refine_reads_the_data_through_the_public_split(tmp_path):
+    from nas import evaluate
+    from netadapt.refine import _train_size
+
+    cfg = tiny_refine(tmp_path / "run", tmp_path / "t.sqlite")
+    data, train_idx, val_idx = evaluate.dataset_split(cfg.eval)
+    assert len(val_idx) == 300 and len(train_idx) == 1000 and not set(train_idx) & set(val_idx)
+    assert evaluate.dataset_split(cfg.eval)[0] is data  # loaded once per process
+    assert _train_size(cfg) == 1000
+    assert not hasattr(evaluate, "_dataset")
+
+
+def test_resume_with_a_corrupt_run_file_names_the_file(tmp_path):
+    env = {**os.environ, "HWNAS_CACHE_DIR": str(tmp_path / "cache")}
+    run = tmp_path / "run"
+    run.mkdir()
+    config = json.dumps({"refine": tiny_refine(run, tmp_path / "t.sqlite").to_dict()})
+    cases = [({"config.json": '{"refine": {'}, "config.json is not valid JSON (line 1 col 13)"),
+             ({"config.json": "[]"}, "config.json holds no refinement configuration"),
+             ({"config.json": config, "state.json": '{"stage": "iter'}, "state.json is not valid JSON (line 1 col 11)"),
+             ({"config.json": config, "state.json": b"\xff\xfe\x00garbage"}, "state.json is not valid JSON"),
+             ({"config.json": config, "state.json": "{}"}, "state.json holds no refinement state")]
+    for files, hint in cases:
+        for name, text in files.items():
+            (run / name).write_bytes(text if isinstance(text, bytes) else text.encode())
+        p = subprocess.run([sys.executable, "-m", "netadapt.cli", "refine", "--resume", str(run)],
+                           capture_output=True, text=True, env=env, timeout=120)
+        assert p.returncode == 2, p.stderr
+        assert p.stderr.startswith("netadapt: error: ") and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert f"{run}/{hint}" in p.stderr, p.stderr
+
+
 @pytest.mark.slow
 def test_killed_mid_iteration_then_resumed_loses_nothing(tmp_path):
     """SIGKILL the driver while iteration 2's proposals train; --resume finishes with a consistent trajectory."""

@@ -182,11 +182,16 @@ def test_non_positive_or_non_finite_targets(tmp_path):
 
 @needs_fmnist
 def test_target_below_the_fastest_architecture_of_the_space(tmp_path):
-    run = tmp_path / "run"
-    proc = nas("search", "--run-dir", str(run), "--space", "mobilenetv3_small", "--target-ms", "0.0001",
-               "--latency", "measured", "--deploy-resolution", "32")
-    assert_one_line_error(proc, "--target-ms 0.0001 is below the fastest architecture of space mobilenetv3_small")
-    assert not any(run.iterdir())
+    # The failed start removes the run directory it created (and its parents); one that existed is kept.
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    runs = [tmp_path / "run", tmp_path / "new" / "deeper" / "run", existing]
+    procs = nas_many([["search", "--run-dir", str(run), "--space", "mobilenetv3_small", "--target-ms", "0.0001",
+                       "--latency", "measured", "--deploy-resolution", "32"] for run in runs], parallel=2)
+    for proc in procs:
+        assert_one_line_error(proc, "--target-ms 0.0001 is below the fastest architecture of space mobilenetv3_small")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "new").exists()
+    assert existing.is_dir() and not any(existing.iterdir())
 
 
 def test_run_directory_already_used_is_left_untouched(tmp_path):
@@ -220,6 +225,21 @@ def test_resume_of_a_directory_without_a_search(tmp_path):
     assert_one_line_error(nas("search", "--resume", str(tmp_path)), "holds no search to resume")
 
 
+def test_resume_with_a_corrupt_config_names_the_file(tmp_path):
+    cases = {"torn": ('{"search": {"trials', "is not valid JSON (line 1 col 13)"),
+             "binary": (b"\x00\xff\xfe junk", "is not valid JSON"),
+             "empty": ("", "is not valid JSON (line 1 col 1)"),
+             "no-search": ('{"target_ms": 5}', "holds no search configuration")}
+    for case, (text, _) in cases.items():
+        (tmp_path / case).mkdir()
+        (tmp_path / case / "config.json").write_bytes(text if isinstance(text, bytes) else text.encode())
+    procs = nas_many([["search", "--resume", str(tmp_path / case)] for case in cases])
+    problems = {case: p for (case, (_, hint)), proc in zip(cases.items(), procs)
+                if (p := one_line_error_problems(proc, f"{tmp_path / case / 'config.json'} {hint}"))
+                or proc.returncode != 2}
+    assert not problems, problems
+
+
 def _foreign_table(path: Path) -> Path:
     """A latency table built on another device (another CPU): readable here, never measured here."""
     from latency.lut_store import TableStore
@@ -238,7 +258,7 @@ def test_search_with_a_table_from_another_device_that_lacks_entries(tmp_path):
     proc = nas("search", "--run-dir", str(run), "--target-ms", "5", "--space", "mobilenetv3_small",
                "--deploy-resolution", "32", "--lut", str(lut))
     assert_one_line_error(proc, "another device: Imaginary ARM Cortex-X9", "lacks", "export-bundle")
-    assert not any(run.iterdir()) and lut.read_bytes() == before
+    assert not run.exists() and lut.read_bytes() == before
 
 
 def test_predict_with_a_table_from_another_device_or_not_a_table(tmp_path):
