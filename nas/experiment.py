@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from nas.search import log_line, read_json
 from search_spaces import ArchSpec, count, references
 from search_spaces.spec import load as load_spec
 from search_spaces._io import atomic_write_bytes, atomic_write_text
@@ -207,13 +208,6 @@ def eval_config(cfg: ExperimentConfig, holdout: int, train: dict, latency: str =
                       split_seed=cfg.seed)
 
 
-def _log(run_dir: Path, line: str, echo: Callable[[str], None] | None) -> None:
-    with open(run_dir / "log.txt", "a") as f:
-        f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
-    if echo:
-        echo(line)
-
-
 def _node_cpus(pool) -> int:
     import os
 
@@ -289,10 +283,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
     if resume:
         if not state_path.exists():
             raise ExperimentError(f"{run_dir} holds no experiment to resume (no {STATE_FILE})")
-        try:
-            state = json.loads(state_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ExperimentError(f"{state_path} is not valid JSON ({e})") from None
+        state = read_json(state_path, ExperimentError)
         if state.get("config") != json.loads(json.dumps(cfg.to_dict())):
             raise ExperimentError(f"{run_dir} was started with another configuration; resume it with the same file "
                                   f"(or start a new --run-dir)")
@@ -308,18 +299,18 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
         atomic_write_text(state_path, json.dumps(state, indent=2, default=str))
 
     atomic_write_text(state_path, json.dumps(state, indent=2, default=str))
-    _log(run_dir, f"experiment {cfg.name}: " + ("resuming" if resume else "starting") + f" in {run_dir}", echo)
+    log_line(run_dir, f"experiment {cfg.name}: " + ("resuming" if resume else "starting") + f" in {run_dir}", echo)
     runners = {"search": _stage_search, "train": _stage_train, "netadapt": _stage_netadapt, "final": _stage_final,
                "report": _stage_report}
     for stage in STAGES:
         if state["stages"].get(stage, {}).get("done"):
-            _log(run_dir, f"[{stage}] done already", echo)
+            log_line(run_dir, f"[{stage}] done already", echo)
             continue
-        _log(run_dir, f"[{stage}] starting", echo)
+        log_line(run_dir, f"[{stage}] starting", echo)
         t_stage = time.perf_counter()
         summary = runners[stage](cfg, run_dir, state, echo)
         save(stage, {**summary, "wall_s": time.perf_counter() - t_stage})
-        _log(run_dir, f"[{stage}] done in {(time.perf_counter() - t_stage) / 60:.1f} min", echo)
+        log_line(run_dir, f"[{stage}] done in {(time.perf_counter() - t_stage) / 60:.1f} min", echo)
     return ExperimentOutcome(run_dir, state, state["elapsed_s"])
 
 
@@ -361,7 +352,7 @@ def _train(spec: ArchSpec, eval_cfg, train: dict, seed: int, ray_address: str | 
 def _stage_train(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> dict:
     t = cfg.train
     spec = load_spec(run_dir / "search" / "found.json")
-    _log(run_dir, f"[train] training the winner {spec.name} from scratch for {t['epochs']:g} epochs", echo)
+    log_line(run_dir, f"[train] training the winner {spec.name} from scratch for {t['epochs']:g} epochs", echo)
     eval_cfg = eval_config(cfg, cfg.netadapt["holdout"], {})
     res = _train(spec, eval_cfg, dict(t), cfg.seed, cfg.data["ray_address"])
     if res.get("error"):
@@ -373,7 +364,7 @@ def _stage_train(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> dic
     metrics = {"accuracy": res["accuracy"], "test_accuracy": res["test_accuracy"], "train_s": res.get("train_s"),
                "epochs": t["epochs"]}
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
-    _log(run_dir, f"[train] held-out accuracy {res['accuracy']:.4f}, test {res['test_accuracy']:.4f}", echo)
+    log_line(run_dir, f"[train] held-out accuracy {res['accuracy']:.4f}, test {res['test_accuracy']:.4f}", echo)
     return {"model": "train/model.json", **metrics}
 
 
@@ -393,19 +384,26 @@ def _stage_netadapt(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> 
         from netadapt.refine import _Latency
 
         lat = _Latency(eval_cfg)
-        start_ms = lat.measure(spec) or lat.predict(spec)
         target_ms = n["target_ms"]
-        if n["target_like"]:
+        if n["target_like"] and lat.can_measure:
+            # the winner against the reference, interleaved: two medians taken a minute apart on a
+            # shared host can differ by a few percent, which is the size of the decision here
             ref = references.get(n["target_like"]).replace(in_channels=spec.in_channels, num_classes=spec.num_classes)
-            target_ms = lat.measure(ref) or lat.predict(ref)
+            target_ms = lat.measure(ref)
+            start_ms = lat.ratio(spec, ref) * target_ms
+        elif n["target_like"]:
+            ref = references.get(n["target_like"]).replace(in_channels=spec.in_channels, num_classes=spec.num_classes)
+            target_ms, start_ms = lat.predict(ref), lat.predict(spec)
+        else:
+            start_ms = lat.measure(spec) or lat.predict(spec)
         state["netadapt_target"] = {"target_ms": target_ms, "start_ms": start_ms, "like": n["target_like"]}
         atomic_write_text(run_dir / STATE_FILE, json.dumps(state, indent=2, default=str))
-        _log(run_dir, f"[netadapt] the trained winner takes {start_ms:.3f} ms on this device"
+        log_line(run_dir, f"[netadapt] the trained winner takes {start_ms:.3f} ms on this device"
                       + (f"; target {target_ms:.3f} ms" + (f" ({n['target_like']})" if n["target_like"] else "")
                          if target_ms is not None else f"; target {n['reduction']:.0%} faster"), echo)
     target_ms, start_ms = state["netadapt_target"]["target_ms"], state["netadapt_target"]["start_ms"]
     if target_ms is not None and start_ms <= target_ms and not (run_dir / "netadapt" / REFINE_STATE).exists():
-        _log(run_dir, "[netadapt] the winner already meets the target: nothing to remove", echo)
+        log_line(run_dir, "[netadapt] the winner already meets the target: nothing to remove", echo)
         return {"skipped": f"the winner ({start_ms:.3f} ms) already meets {target_ms:.3f} ms",
                 "result": "train/model.json", "target_ms": target_ms}
     rcfg = RefineConfig(
@@ -420,9 +418,9 @@ def _stage_netadapt(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> 
     try:
         write_report([run_dir / "netadapt"], references=False)
     except (ValueError, OSError) as e:
-        _log(run_dir, f"[netadapt] warning: its report was not written ({e})", echo)
+        log_line(run_dir, f"[netadapt] warning: its report was not written ({e})", echo)
     if not m.get("target_met"):
-        _log(run_dir, f"[netadapt] warning: the target {m['target_ms']:.3f} ms was not met in {m['iterations']} "
+        log_line(run_dir, f"[netadapt] warning: the target {m['target_ms']:.3f} ms was not met in {m['iterations']} "
                       f"iterations; going on with the closest network", echo)
     return {"result": "netadapt/refined.json", "target_ms": m["target_ms"], "target_met": m.get("target_met"),
             "iterations": m["iterations"], "start_ms": m["start"]["latency_measured_ms"],
@@ -433,7 +431,7 @@ def _stage_final(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> dic
     spec = load_spec(run_dir / state["stages"]["netadapt"]["result"])
     spec = spec.replace(name=f"{cfg.name}-searched")
     recipe = cfg.final
-    _log(run_dir, f"[final] training {spec.name} from scratch with the recipe ({recipe.epochs:g} epochs), then "
+    log_line(run_dir, f"[final] training {spec.name} from scratch with the recipe ({recipe.epochs:g} epochs), then "
                   f"measuring it fp32 and int8", echo)
     eval_cfg = eval_config(cfg, recipe.holdout, {}, train_subset=recipe.train_subset)
     res = _train(spec, eval_cfg, recipe.train(1), recipe.seed, cfg.data["ray_address"])
@@ -443,7 +441,7 @@ def _stage_final(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> dic
     spec.save(out / "model.json")
     atomic_write_bytes(out / "model.pt", res["weights"])
     atomic_write_text(out / "row.json", json.dumps(row, indent=2))
-    _log(run_dir, f"[final] test accuracy {row['test_accuracy']:.4f}; {row['latency_fp32_ms']:.3f} ms fp32, "
+    log_line(run_dir, f"[final] test accuracy {row['test_accuracy']:.4f}; {row['latency_fp32_ms']:.3f} ms fp32, "
                   f"{row['latency_int8_ms']:.3f} ms int8; {row['madds'] / 1e6:.1f}M MAdds, {row['params']:,} params",
          echo)
     return {"row": "final/row.json", "test_accuracy": row["test_accuracy"], "latency_fp32_ms": row["latency_fp32_ms"],
@@ -520,12 +518,9 @@ def table_rows(experiments: Sequence[str | Path], out_dir: str | Path, *, recipe
     exps = []
     for e in experiments:
         e = Path(e)
-        try:
-            st = json.loads((e / STATE_FILE).read_text())
-        except FileNotFoundError:
-            raise ExperimentError(f"{e} is not an experiment directory (no {STATE_FILE})") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ExperimentError(f"{e / STATE_FILE} is not valid JSON ({err})") from None
+        if not (e / STATE_FILE).is_file():
+            raise ExperimentError(f"{e} is not an experiment directory (no {STATE_FILE})")
+        st = read_json(e / STATE_FILE, ExperimentError)
         if not st.get("stages", {}).get("final", {}).get("done"):
             raise ExperimentError(f"{e}: the experiment has not finished its final stage; "
                                   f"resume it with `nas experiment run CONFIG --run-dir {e} --resume`")

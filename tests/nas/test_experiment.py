@@ -192,11 +192,14 @@ def test_resume_refuses_another_configuration_and_a_corrupt_state(experiment, wo
 
 
 def test_netadapt_is_skipped_when_the_winner_already_meets_its_target(work):
-    cfg = ExperimentConfig.from_dict(tiny(work / "t.sqlite", netadapt={"reduction": None, "target_ms": 1e4},
+    """target_like: the reference is measured here and the winner against it, interleaved."""
+    cfg = ExperimentConfig.from_dict(tiny(work / "t.sqlite", netadapt={"reduction": None,
+                                                                       "target_like": "mobilenetv3_large"},
                                           search={"trials": 1}))
     out = run_experiment(cfg, work / "exp-met", echo=None)
-    n = out.state["stages"]["netadapt"]
+    n, target = out.state["stages"]["netadapt"], out.state["netadapt_target"]
     assert "already meets" in n["skipped"] and not (work / "exp-met" / "netadapt").exists()
+    assert target["like"] == "mobilenetv3_large" and 0 < target["start_ms"] < target["target_ms"]
     assert load(work / "exp-met/final/model.json").blocks == load(work / "exp-met/train/model.json").blocks
 
 
@@ -237,3 +240,56 @@ def test_table_refuses_an_unfinished_experiment_and_unknown_references(experimen
         table_rows([work / "absent"], work / "t2", echo=None)
     with pytest.raises(ExperimentError, match="unknown reference"):
         table_rows([out.run_dir], work / "t2", reference_names=["resnet50"], echo=None)
+
+
+# ---- a real kill -------------------------------------------------------------------------------
+
+
+def to_toml(d: dict) -> str:
+    """Enough TOML for these configs: top-level scalars, then one table per section (inline sub-tables)."""
+
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k} = {value(x)}" for k, x in v.items() if x is not None) + "}"
+        return json.dumps(v)
+
+    lines = [f"{k} = {value(v)}" for k, v in d.items() if not isinstance(v, dict)]
+    for k, v in d.items():
+        if isinstance(v, dict):
+            lines += [f"[{k}]"] + [f"{kk} = {value(vv)}" for kk, vv in v.items() if vv is not None]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.slow
+def test_killed_during_netadapt_then_resumed_from_the_cli(tmp_path):
+    """SIGKILL `nas experiment run` while NetAdapt iterates; `--resume` finishes without redoing the search."""
+    import signal
+    import time
+
+    env = {**os.environ, "HWNAS_CACHE_DIR": str(tmp_path / "cache")}
+    config = tmp_path / "tiny.toml"
+    config.write_text(to_toml(tiny(tmp_path / "t.sqlite", netadapt={"reduction": 0.1, "steps": 30, "max_iters": 3})))
+    assert ExperimentConfig.load(config).netadapt["steps"] == 30
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "nas.cli", "experiment", "run", str(config), "--run-dir", str(run)]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 900
+    for line in proc.stdout:
+        if line.startswith("iteration 1:") or time.time() > deadline:
+            break
+    time.sleep(2.0)  # iteration 2 is training now
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = json.loads((run / "experiment.json").read_text())
+    assert [s for s in STAGES if state["stages"].get(s, {}).get("done")] == ["search", "train"]
+    trials = (run / "search" / "trials.csv").read_text()
+    p = subprocess.run(args + ["--resume"], env=env, capture_output=True, text=True, timeout=1200)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "[search] done already" in p.stdout and "[train] done already" in p.stdout
+    assert (run / "search" / "trials.csv").read_text() == trials
+    state = json.loads((run / "experiment.json").read_text())
+    assert all(state["stages"][s]["done"] for s in STAGES)
+    assert (run / "report" / "report.html").exists()
