@@ -451,10 +451,8 @@ def _stage_final(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> dic
 def _stage_report(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> dict:
     from nas.report import write_report
 
-    runs = [run_dir / "search"] + ([run_dir / "netadapt"] if (run_dir / "netadapt" / "final_metrics.json").exists()
-                                   else [])
     out = run_dir / "report"
-    path = write_report(runs, out_dir=out, references=cfg.report["references"], echo=echo)
+    path = write_report([run_dir], out_dir=out, references=cfg.report["references"], echo=echo)
     atomic_write_text(out / "summary.md", summary_markdown(cfg, state))
     return {"report": str(path.relative_to(run_dir)) if path.is_relative_to(run_dir) else str(path)}
 

@@ -27,7 +27,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from nas import report_plots as plots
-from nas.report_doc import Doc
+from nas.report_doc import Doc, format_value
 from search_spaces import ArchSpec, count, load, references
 from search_spaces._io import atomic_write_text
 from search_spaces.table import COLUMNS, arch_rows
@@ -535,6 +535,32 @@ def netadapt_section(doc: Doc, run: Run, prefix: str) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
+def experiment_stages(exp: dict) -> pd.DataFrame:
+    """One row per stage of an experiment: done, wall time and its main result."""
+    rows = []
+    for stage, st in exp.get("stages", {}).items():
+        if not isinstance(st, dict):
+            continue
+        result = {k: v for k, v in st.items() if k not in ("done", "wall_s") and not isinstance(v, (dict, list))}
+        rows.append({"stage": stage, "done": bool(st.get("done")), "wall_min": (st.get("wall_s") or 0) / 60,
+                     "result": "; ".join(f"{k} {format_value(v)}" for k, v in result.items())})
+    return pd.DataFrame(rows, columns=["stage", "done", "wall_min", "result"])
+
+
+def experiment_section(doc: Doc, path: Path, exp: dict, prefix: str) -> None:
+    name = exp.get("config", {}).get("name", path.name)
+    doc.heading(f"Experiment {name}")
+    doc.text(f"`nas experiment run` in {path}: search → training of the winner → NetAdapt → final training "
+             f"(from scratch with the recipe) → this report.")
+    doc.table(experiment_stages(exp), f"{prefix}stages.csv", "Stages (`experiment.json`).")
+    row = read_json(path / "final" / "row.json")
+    if row:
+        keep = ("name", "test_accuracy", "heldout_accuracy", "latency_fp32_ms", "latency_int8_ms", "madds", "params",
+                "deploy_resolution", "device")
+        doc.table(pd.DataFrame([{k: row.get(k) for k in keep}]), f"{prefix}final.csv",
+                  "The result after the final training: test accuracy, latency measured fp32 and int8.")
+
+
 def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path | None = None,
                  references: bool | Sequence[str] = True, echo: Callable[[str], None] | None = None) -> Path:
     """Write report.html, report.md, PNGs and CSVs for ``run_dirs``; returns report.html's path.
@@ -546,15 +572,31 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path | None = No
             are shown) or these names; results are cached in each ``RUN_DIR/references.csv``.
         echo: progress lines.
     """
-    runs = load_runs(run_dirs)
+    experiments, expanded = [], []
+    for d in run_dirs:  # an experiment directory (`nas experiment run`) stands for its search and NetAdapt runs
+        exp = read_json(Path(d) / "experiment.json")
+        if exp is None:
+            expanded.append(d)
+            continue
+        experiments.append((Path(d), exp))
+        inside = [Path(d) / sub for sub in ("search", "netadapt") if (Path(d) / sub / "config.json").exists()
+                  and ((Path(d) / sub / "trials.csv").exists() or (Path(d) / sub / "trajectory.csv").exists())]
+        if not inside:
+            raise ValueError(f"{d}: the experiment has no search results yet (resume it with "
+                             f"`nas experiment run CONFIG --run-dir {d} --resume`)")
+        expanded += inside
+    runs = load_runs(expanded)
     names = reference_names(references)
-    out = Path(out_dir) if out_dir is not None else runs[0].path / REPORT_DIR
+    default_out = experiments[0][0] if experiments and len(run_dirs) == 1 else runs[0].path
+    out = Path(out_dir) if out_dir is not None else default_out / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     title = f"hwnas report: {runs[0].label}" if len(runs) == 1 else f"hwnas report: {len(runs)} runs"
     doc = Doc(out, title)
     doc.text(f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')} from " + ", ".join(str(r.path) for r in runs) + ".")
     doc.heading("Summary")
     doc.table(pd.DataFrame([row for run in runs for row in summary_rows(run)]), "summary.csv")
+    for i, (path, exp) in enumerate(experiments):
+        experiment_section(doc, path, exp, f"e{i + 1}_" if len(experiments) > 1 else "")
     series = reward_series(runs)
     if series:
         doc.figure(plots.rewards(series), "reward.png", "Reward of each trial and the best reward so far"

@@ -139,6 +139,8 @@ def test_every_stage_runs_and_leaves_its_files(experiment):
     assert 0 <= row["test_accuracy"] <= 1 and row["latency_fp32_ms"] > 0 and row["latency_int8_ms"] > 0
     assert row["recipe_key"] == cfg.final.key()
     assert "NetAdapt" in (d / "report/summary.md").read_text()
+    report_md = (d / "report/report.md").read_text()
+    assert "## Experiment tiny" in report_md and "## Run search" in report_md and "## Run netadapt" in report_md
     assert any("[final] done" in line for line in lines)
 
 

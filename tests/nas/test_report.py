@@ -196,3 +196,23 @@ def test_latency_error_statistics():
     pairs = pd.DataFrame({"error_pct": [1.0, -5.0, 20.0, -12.0]})
     stats = latency_error_stats(pairs)
     assert stats == {"n": 4, "median_abs_error_pct": 8.5, "within_10pct": 0.5, "max_abs_error_pct": 20.0}
+
+
+def test_an_experiment_directory_reports_its_stages_and_its_runs(tmp_path):
+    """`nas report EXP_DIR` (what `nas experiment run` writes at the end) expands to its search and NetAdapt runs."""
+    import json
+
+    from nas.report import experiment_stages
+
+    exp = {"config": {"name": "demo"}, "stages": {
+        "search": {"done": True, "wall_s": 60.0, "trial": 3, "accuracy": 0.8},
+        "netadapt": {"done": True, "wall_s": 0.0, "skipped": "the winner already meets 1.0 ms"},
+        "final": {"done": False}}}
+    df = experiment_stages(exp)
+    assert list(df["stage"]) == ["search", "netadapt", "final"] and list(df["done"]) == [True, True, False]
+    assert df.loc[0, "wall_min"] == 1.0 and "trial 3" in df.loc[0, "result"] and "already meets" in df.loc[1, "result"]
+    bad = tmp_path / "bad"
+    (bad / "search").mkdir(parents=True)
+    (bad / "experiment.json").write_text(json.dumps(exp))
+    with pytest.raises(ValueError, match="has no search results yet"):
+        write_report([bad], references=False)  # no finished run inside yet: a clear error, not a crash
