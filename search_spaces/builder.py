@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from search_spaces.spec import Activation, ArchSpec, Gate
+from search_spaces.spec import Activation, ArchSpec, Gate, SpecError
 from search_spaces.walk import LayerKey, LayerKind, LayerShape, walk
 
 BN_EPS = 1e-3
@@ -157,6 +157,16 @@ def init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+MAX_PARAMS = 200_000_000
+"""Largest network built (800 MB of fp32 weights): a valid spec at the size limits can ask for ~1.6G
+parameters, which would exhaust memory instead of failing with a message."""
+
+
 def build_model(spec: ArchSpec) -> Network:
     """Build the PyTorch module of ``spec`` (any input resolution works: the pool is global)."""
+    from search_spaces.cost import count
+
+    params = count(spec).params
+    if params > MAX_PARAMS:
+        raise SpecError("", f"{spec.name or spec.arch_id} has {params:,} parameters; at most {MAX_PARAMS:,} are built")
     return Network(spec)

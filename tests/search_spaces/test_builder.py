@@ -104,3 +104,19 @@ def test_exported_graph_is_lean():
     convs += sum(1 for l in walk(spec) if l.key.kind is LayerKind.CONV)
     assert ops.count("Conv") == convs
     assert ops.count("HardSigmoid") == ops.count("Mul") == sum(1 for l in walk(spec) if l.key.se_channels)
+
+
+def test_a_valid_spec_too_large_to_build_is_refused_with_its_parameter_count():
+    """4096 hidden channels × 100,000 classes is a valid spec (each size within its limit) of 410M params."""
+    import pytest
+
+    from search_spaces import references
+    from search_spaces.builder import build_model
+    from search_spaces.spec import SpecError
+
+    spec = references.get("mobilenetv3_small")
+    huge = spec.replace(num_classes=100_000, head=spec.head.__class__(**{**spec.to_dict()["head"],
+                                                                        "hidden_channels": 4096}))
+    with pytest.raises(SpecError, match=r"parameters; at most 200,000,000 are built"):
+        build_model(huge)
+    build_model(spec)  # a normal network builds
