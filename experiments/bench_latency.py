@@ -1,6 +1,7 @@
 """Latency-oracle figures: repeatability, LUT predictor accuracy, costs, reference latencies.
 
-    python experiments/bench_latency.py [--n 50] [--calibrate 24] [--space mobilenetv3] [--out FILE.json]
+    python experiments/bench_latency.py [--n 50] [--calibrate 24] [--space mobilenetv3] [--anchor NAME|none]
+                                        [--out FILE.json]
 
 Prints a report and writes every number to a JSON file. Sections:
 
@@ -8,7 +9,10 @@ Prints a report and writes every number to a JSON file. Sections:
    CV of the 5 medians; the same for the paired ratio Large/Small;
 2. predictor: a fresh table (in a temporary cache unless --lut is given) is calibrated on
    ``--calibrate`` random architectures of the space, then validated on ``--n`` *other* random
-   architectures (different seed): share within ±10 %, median |error|, Kendall τ;
+   architectures (different seed): share within ±10 %, median |error|, Kendall τ. Whole networks
+   (calibration and validation) are measured interleaved with ``--anchor`` (default
+   MobileNetV3-Large) and expressed as ratio × the anchor's latency stored in the table, so that the
+   host's drift during the run does not count as prediction error (``--anchor none``: plain medians);
 3. costs: warm prediction time per architecture, whole-network measurement time, entry
    measurement time, and the time to build the full table of the space (extrapolated from the
    measured per-entry time unless --full-space is given);
@@ -38,6 +42,8 @@ def main() -> None:
     ap.add_argument("--calibrate", type=int, default=24)
     ap.add_argument("--space", default="mobilenetv3")
     ap.add_argument("--lut", help="table file (default: a fresh one in a temporary folder)")
+    ap.add_argument("--anchor", default="mobilenetv3_large",
+                    help="reference network for whole-network measurements (none: plain medians)")
     ap.add_argument("--full-space", action="store_true", help="measure every entry of the space")
     ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: repeat predictor refs")
     ap.add_argument("--out", default="bench_latency.json")
@@ -84,7 +90,8 @@ def main() -> None:
         entries_s = time.perf_counter() - t0
         n_entries = table.store.count() - entries_before
         t0 = time.perf_counter()
-        cal = table.calibrate(calib)
+        anchor = None if args.anchor == "none" else references.get(args.anchor).replace(resolution=224)
+        cal = table.calibrate(calib, anchor=anchor)
         calib_s = time.perf_counter() - t0
         val_rng = np.random.default_rng(10_000)
         val = [space.decode(space.sample(val_rng)).replace(name=f"val{i}") for i in range(args.n)]
@@ -94,7 +101,9 @@ def main() -> None:
             table.predict(spec)
         val_entries_s = time.perf_counter() - t0
         n_val_entries = table.store.count() - e0
-        rows = validate(table, val)
+        t0 = time.perf_counter()
+        rows = validate(table, val, anchor=anchor)
+        validate_s = time.perf_counter() - t0
         summary = validation_summary(rows)
         # the same rows with the raw (uncalibrated) layer sum, to show what the calibration buys
         raw_rows = [type(r)(r.name, r.arch_id, table.raw_sum(s)[0], r.measured_ms) for r, s in zip(rows, val)]
@@ -110,18 +119,21 @@ def main() -> None:
         per_entry_s = (entries_s + val_entries_s) / max(1, n_entries + n_val_entries)
         results["predictor"] = {
             "space": args.space, "calibration": cal.to_dict(), "calibration_measure_s": calib_s,
+            "anchor": table.store.meta("anchor"), "validation_measure_s": validate_s,
             "validation": summary, "raw_sum_validation": raw_summary,
             "rows": [dict(r.__dict__, error=r.error) for r in rows],
             "predict_ms_warm": predict_ms, "entries_measured": n_entries + n_val_entries,
             "entry_measure_s": per_entry_s, "space_keys": len(keys),
             "space_build_s_estimate": per_entry_s * len(keys),
         }
-        print(f"[predictor] calibration on {cal.n_points} networks: scale {cal.scale:.4f}, factors {cal.factors}, "
+        print(f"[predictor] calibration on {cal.n_points} networks ({calib_s:.0f} s, anchor {args.anchor}): scale "
+              f"{cal.scale:.4f}, factors {cal.factors}, io term {cal.io_ms_per_melem} ms/M elements, "
               f"leave-one-out mean |err| {cal.loo_mean_abs_error:.1%}, max {cal.loo_max_abs_error:.1%}")
         s = summary
         print(f"[predictor] {s['n']} unseen random {args.space} architectures at 224²: {s['within_10pct']:.0%} within ±10 %, "
               f"{s['within_5pct']:.0%} within ±5 %, median |err| {s['median_abs_error']:.2%}, max {s['max_abs_error']:.1%}, "
-              f"mean signed {s['mean_signed_error']:+.2%}, Kendall τ {s['kendall_tau']:.3f}")
+              f"mean signed {s['mean_signed_error']:+.2%}, Kendall τ {s['kendall_tau']:.3f} "
+              f"(measured in {validate_s:.0f} s)")
         r = raw_summary
         print(f"[predictor] uncalibrated layer sum: {r['within_10pct']:.0%} within ±10 %, median |err| "
               f"{r['median_abs_error']:.2%}, mean signed {r['mean_signed_error']:+.2%}")

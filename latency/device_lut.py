@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # run as a script from the bundle (or from the so
     if not (Path(__file__).resolve().parent / "latency" / "measure.py").exists():
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from latency.lut_store import TableStore, canonical_key, group_sums, raw_sum_ms  # noqa: E402
+from latency.lut_store import IO_MELEMS, TableStore, canonical_key, group_sums, io_melems, raw_sum_ms  # noqa: E402
 from latency.measure import MeasureConfig, measure_onnx  # noqa: E402
 
 ENTRY_TIME_CAP_S = 1.0
@@ -56,8 +56,9 @@ def build_table(bundle: Path, out: Path, cfg: MeasureConfig, log=print) -> Table
     for net in manifest["networks"]:
         m = measure_onnx(bundle / net["file"], cfg)
         raw, layer_ms = raw_sum_ms([all_entries[k]["median_ms"] for k in net["layer_keys"]], overhead)
-        kinds = [json.loads(k)["kind"] for k in net["layer_keys"]]
-        store.put_point(net["arch_id"], net["name"], net["resolution"], raw, m.median_ms, group_sums(kinds, layer_ms))
+        keys = [json.loads(k) for k in net["layer_keys"]]
+        sums = {**group_sums([k["kind"] for k in keys], layer_ms), IO_MELEMS: io_melems(keys)}
+        store.put_point(net["arch_id"], net["name"], net["resolution"], raw, m.median_ms, sums)
         log(f"  network {net['name'] or net['arch_id']}: {m.median_ms:.3f} ms (layer sum {raw:.3f} ms)")
     if store.points():
         cal = store.fit()

@@ -12,6 +12,8 @@ layers overestimates whole networks by 11–18 % on this CPU while ranking them 
 ``shared/reference/infra.md`` §2.2). One scale factor fitted on measured whole networks removes the
 bias; it is stored in the table with its leave-one-out error. The fixed cost of one ``run()`` call
 (``overhead_ms``, measured on a one-node graph) is subtracted from every entry and added once.
+Whole networks for the calibration and the validation can be measured against an anchor network
+(:func:`measure_anchored`), so that the host's drift does not enter the fit or the error.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from latency.lut_store import Calibration, TableStore, canonical_key, group_sums, raw_sum_ms
-from latency.measure import LatencyError, MeasureConfig, measure_onnx
+from latency.lut_store import IO_MELEMS, Calibration, TableStore, canonical_key, group_sums, io_melems, raw_sum_ms
+from latency.measure import LatencyError, MeasureConfig, measure_onnx, measure_pair
 from search_spaces.spec import ArchSpec
 from search_spaces.walk import LayerKey, LayerKind, LayerShape, Role, walk
 
@@ -168,7 +170,7 @@ class LatencyTable:
     # -- prediction --------------------------------------------------------------------------------
     def raw_sum(self, spec: ArchSpec, resolution: int | None = None, measure_missing: bool = True
                 ) -> tuple[float, tuple[float, ...], dict[str, float], int]:
-        """(Σ(entry − overhead) + overhead, per-layer ms, per-group sums, entries measured now)."""
+        """(Σ(entry − overhead) + overhead, per-layer ms, per-group sums and io_melems, entries measured now)."""
         layers = walk(spec, resolution)
         keys = [layer.key for layer in layers]
         measured = self.ensure(keys) if measure_missing else 0
@@ -177,7 +179,9 @@ class LatencyTable:
         if absent:
             raise MissingEntryError(f"latency table {self.path} lacks {describe_key(absent[0])}")
         raw, layer_ms = raw_sum_ms([found[k] for k in keys], self.overhead_ms)
-        return raw, layer_ms, group_sums([k.kind.value for k in keys], layer_ms), measured
+        sums = group_sums([k.kind.value for k in keys], layer_ms)
+        sums[IO_MELEMS] = io_melems(k.to_dict() for k in keys)
+        return raw, layer_ms, sums, measured
 
     def predict(self, spec: ArchSpec, resolution: int | None = None, measure_missing: bool = True) -> Prediction:
         """Calibrated latency of ``spec`` at ``resolution`` (default: the spec's) in ms."""
@@ -194,19 +198,47 @@ class LatencyTable:
         self.store.put_point(spec.replace(resolution=res).arch_id, spec.name, res, raw, measured_ms, sums)
 
     def calibrate(self, specs: Sequence[ArchSpec], resolution: int | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> Calibration:
-        """Measure each spec whole on this device, record it, and refit the calibration."""
+                  progress: Callable[[int, int], None] | None = None, anchor: ArchSpec | None = None
+                  ) -> Calibration:
+        """Measure each spec whole on this device, record it, and refit the calibration.
+
+        With ``anchor``, each network is measured against it (:func:`measure_anchored`) and the
+        anchor's latency becomes the table's reference (meta ``anchor``), which later anchored
+        calibrations and validations reuse, so host drift between them cancels too.
+        """
         if not self.can_measure:
             raise LatencyError(f"cannot calibrate {self.path} here: it belongs to another device")
         from search_spaces.export import export_onnx
 
-        for i, spec in enumerate(specs):
-            self.ensure(layer.key for layer in walk(spec, resolution))  # entries first, then the whole
-            m = measure_onnx(export_onnx(spec, resolution=resolution), self.cfg)
-            self.add_point(spec, m.median_ms, resolution)
-            if progress:
-                progress(i + 1, len(specs))
+        for spec in specs:  # entries first, then the wholes
+            self.ensure(layer.key for layer in walk(spec, resolution))
+        if anchor is not None:
+            res = resolution or anchor.resolution
+            ref = self.anchor_ms(anchor, res)
+            measured, ms = measure_anchored(specs, anchor, self.cfg, resolution, ref, progress)
+            if ref is None:
+                self.store.set_meta("anchor", {"name": anchor.name, "arch_id": anchor.replace(resolution=res).arch_id,
+                                               "resolution": res, "ms": ms})
+        else:
+            measured = []
+            for i, spec in enumerate(specs):
+                measured.append(measure_onnx(export_onnx(spec, resolution=resolution), self.cfg).median_ms)
+                if progress:
+                    progress(i + 1, len(specs))
+        for spec, ms in zip(specs, measured):
+            self.add_point(spec, ms, resolution)
         return self.fit()
+
+    def anchor_ms(self, anchor: ArchSpec, resolution: int | None = None) -> float | None:
+        """The table's reference latency of ``anchor`` (None if it has none); another anchor is an error."""
+        stored = self.store.meta("anchor")
+        if stored is None:
+            return None
+        arch_id = anchor.replace(resolution=resolution or anchor.resolution).arch_id
+        if stored["arch_id"] != arch_id:
+            raise LatencyError(f"latency table {self.path} is anchored on {stored['name']} ({stored['arch_id']} at "
+                               f"{stored['resolution']}²), not on {anchor.name} ({arch_id}); use that anchor")
+        return float(stored["ms"])
 
     def fit(self) -> Calibration:
         """Refit the calibration on every recorded whole network (see :class:`Calibration`)."""
@@ -328,19 +360,52 @@ def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
     return s / (n * (n - 1) / 2)
 
 
-def validate(table: LatencyTable, specs: Sequence[ArchSpec], resolution: int | None = None,
-             progress: Callable[[int, int], None] | None = None) -> list[ValidationRow]:
-    """Predict each spec from the table, then measure it whole on this device."""
+def measure_anchored(specs: Sequence[ArchSpec], anchor: ArchSpec, cfg: MeasureConfig, resolution: int | None = None,
+                     anchor_ms: float | None = None, progress: Callable[[int, int], None] | None = None
+                     ) -> tuple[list[float], float]:
+    """Whole-network latencies with the host's drift removed: (latency of each spec, anchor latency).
+
+    Each network is measured interleaved with ``anchor`` (:func:`measure_pair`) and its latency is
+    ratio × ``anchor_ms``. The host's speed drifts by 3–5 % over minutes, which a plain median
+    measured at one moment carries whole; the ratio of two networks measured in the same moments
+    does not. Without ``anchor_ms``, the anchor is also measured alone beside every network and
+    the median of those measurements is used (one drift-free reference for the whole run).
+    """
     from search_spaces.export import export_onnx
 
-    rows = []
+    anchor_onnx = export_onnx(anchor, resolution=resolution or anchor.resolution)
+    ratios, alone = [], []
     for i, spec in enumerate(specs):
-        predicted = table.predict(spec, resolution).latency_ms
-        measured = measure_onnx(export_onnx(spec, resolution=resolution), table.cfg).median_ms
-        rows.append(ValidationRow(spec.name, spec.arch_id, predicted, measured))
+        if anchor_ms is None:
+            alone.append(measure_onnx(anchor_onnx, cfg).median_ms)
+        ratios.append(measure_pair(export_onnx(spec, resolution=resolution), anchor_onnx, cfg).ratio)
         if progress:
             progress(i + 1, len(specs))
-    return rows
+    ms = anchor_ms if anchor_ms is not None else statistics.median(alone)
+    return [r * ms for r in ratios], ms
+
+
+def validate(table: LatencyTable, specs: Sequence[ArchSpec], resolution: int | None = None,
+             progress: Callable[[int, int], None] | None = None, anchor: ArchSpec | None = None
+             ) -> list[ValidationRow]:
+    """Predict each spec from the table, then measure it whole on this device.
+
+    With ``anchor``, "measured" is ratio to the anchor × the table's anchor latency (see
+    :func:`measure_anchored`; measured in this run if the table has none).
+    """
+    from search_spaces.export import export_onnx
+
+    predicted = [table.predict(spec, resolution).latency_ms for spec in specs]  # entries measured first
+    if anchor is not None:
+        measured, _ = measure_anchored(specs, anchor, table.cfg, resolution, table.anchor_ms(anchor, resolution),
+                                       progress)
+    else:
+        measured = []
+        for i, spec in enumerate(specs):
+            measured.append(measure_onnx(export_onnx(spec, resolution=resolution), table.cfg).median_ms)
+            if progress:
+                progress(i + 1, len(specs))
+    return [ValidationRow(s.name, s.arch_id, p, m) for s, p, m in zip(specs, predicted, measured)]
 
 
 def default_table_path(cfg: MeasureConfig | None = None) -> Path:

@@ -5,13 +5,15 @@ Format (schema version 1), documented in ``docs/LUT_FORMAT.md``:
 * ``meta(name TEXT PRIMARY KEY, value TEXT)`` — ``schema_version``; ``fingerprint`` (JSON of the
   device fingerprint the entries were measured on); ``measure_config`` (JSON); ``created_at``;
   ``overhead_ms`` (latency of a one-node graph, i.e. the fixed cost of one ``run()``);
-  ``calibration`` (JSON: scale, offset_ms, points used, leave-one-out error).
+  ``calibration`` (JSON: scale, per-group factors, io term, points used, leave-one-out error);
+  ``anchor`` (JSON: the reference network of anchored whole-network measurements and its latency).
 * ``entries(key TEXT PRIMARY KEY, kind, resolution, in_channels, expand_channels, out_channels,
   kernel_size, stride, se_channels, se_gate, activation, residual, batchnorm, median_ms, p10_ms,
   p90_ms, n_samples, cv, measured_at)`` — ``key`` is the canonical JSON (sorted keys) of the layer
   key; the other key columns repeat it for people and SQL.
-* ``calibration_points(arch_id TEXT PRIMARY KEY, name, resolution, raw_sum_ms, measured_ms,
-  measured_at)`` — whole networks measured on the device, for fitting the calibration.
+* ``calibration_points(arch_id TEXT PRIMARY KEY, name, resolution, raw_sum_ms, measured_ms, group_ms,
+  measured_at)`` — whole networks measured on the device, for fitting the calibration; ``group_ms``
+  is JSON: the per-group layer sums and ``io_melems``.
 
 The file can be copied to another machine and read there; writes are transactions, so a killed
 process leaves the table as it was before the interrupted write. This module deliberately imports
@@ -82,6 +84,29 @@ def group_sums(kinds: Sequence[str], layer_ms: Sequence[float]) -> dict[str, flo
     return sums
 
 
+IO_MELEMS = "io_melems"
+"""Key, beside the groups' sums, of Σ over layers of input + output tensor elements (millions)."""
+
+
+def io_melems(keys: Iterable[Mapping[str, Any]]) -> float:
+    """Σ (input + output elements) / 1e6 over layers given as layer-key dicts.
+
+    Each layer measured alone converts its input to ONNX Runtime's blocked NCHWc layout and its
+    output back; inside a whole network most of those copies do not happen. Their cost grows with
+    the tensors' sizes, which this feature carries into the calibration.
+    """
+    total = 0
+    for k in keys:
+        r = int(k["resolution"])
+        r_out = 1 if k["kind"] == "pool" else -(-r // int(k["stride"]))
+        total += int(k["in_channels"]) * r * r + int(k["out_channels"]) * r_out * r_out
+    return total / 1e6
+
+
+def _layer_total(sums: Mapping[str, float]) -> float:
+    return sum(sums.get(g, 0.0) for g in GROUPS)
+
+
 @dataclass(frozen=True)
 class Calibration:
     """Whole-network latency ≈ Σ_groups factor_g · Σ_{layers of g}(entry − overhead) + overhead.
@@ -89,9 +114,12 @@ class Calibration:
     Layers measured in isolation are not equally biased: with ``ORT_ENABLE_ALL`` each isolated layer
     pays layout conversions that a whole network mostly avoids, and how much depends on the operator
     (measured here: conv-heavy networks run *slower* than the sum of their layers, MBConv-heavy ones
-    faster). So each group of layer kinds gets its own factor, fitted by least squares shrunk toward
-    the global median ratio ``scale`` (which alone is used below ``MIN_POINTS_PER_GROUP_FIT``
-    networks, and for groups absent from the calibration set).
+    faster). So each group of layer kinds gets its own factor, fitted by least squares of the relative
+    error shrunk toward the global median ratio ``scale`` (which alone is used below
+    ``MIN_POINTS_PER_GROUP_FIT`` networks, and for groups absent from the calibration set). With the
+    factors comes one term
+    ``io_ms_per_melem · Σ(input + output elements)`` (:func:`io_melems`; negative: the layout copies
+    a whole network avoids grow with the tensors), fitted unless a point lacks that sum (older files).
     """
 
     scale: float = 1.0
@@ -99,6 +127,7 @@ class Calibration:
     n_points: int = 0
     loo_mean_abs_error: float | None = None  # leave-one-out, relative to the measured latency
     loo_max_abs_error: float | None = None
+    io_ms_per_melem: float | None = None
 
     @property
     def fitted(self) -> bool:
@@ -106,8 +135,9 @@ class Calibration:
 
     def predict(self, sums: Mapping[str, float], overhead_ms: float) -> float:
         if self.factors:
-            return sum(self.factors[g] * sums.get(g, 0.0) for g in GROUPS) + overhead_ms
-        return self.scale * sum(sums.values()) + overhead_ms
+            io = self.io_ms_per_melem * sums[IO_MELEMS] if self.io_ms_per_melem is not None else 0.0
+            return sum(self.factors[g] * sums.get(g, 0.0) for g in GROUPS) + io + overhead_ms
+        return self.scale * _layer_total(sums) + overhead_ms
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -134,42 +164,49 @@ def _solve(a: list[list[float]], b: list[float]) -> list[float]:
     return x
 
 
-def _fit(points: Sequence[tuple[Mapping[str, float], float]]) -> tuple[float, dict | None]:
-    """(global scale, per-group factors or None) from (group sums, measured − overhead) pairs."""
-    scale = statistics.median(y / sum(sums.values()) for sums, y in points)
+def _fit(points: Sequence[tuple[Mapping[str, float], float]]) -> tuple[float, dict | None, float | None]:
+    """(global scale, per-group factors or None, io term or None) from (sums, measured − overhead) pairs."""
+    scale = statistics.median(y / _layer_total(sums) for sums, y in points)
     if len(points) < MIN_POINTS_PER_GROUP_FIT:
-        return scale, None
-    x = [[sums.get(g, 0.0) for g in GROUPS] for sums, _ in points]
-    y = [m for _, m in points]
-    xtx = [[sum(row[i] * row[j] for row in x) for j in range(len(GROUPS))] for i in range(len(GROUPS))]
+        return scale, None, None
+    with_io = all(IO_MELEMS in sums for sums, _ in points)
+    cols = GROUPS + ((IO_MELEMS,) if with_io else ())
+    # Rows divided by the measured latency: least squares of the *relative* error, which is what
+    # the predictor is judged on (a plain fit lets the slowest networks dominate).
+    x = [[sums.get(c, 0.0) / m for c in cols] for sums, m in points]
+    y = [1.0] * len(points)
+    n = len(cols)
+    xtx = [[sum(row[i] * row[j] for row in x) for j in range(n)] for i in range(n)]
     # Ridge toward the global scale: a group the calibration set barely exercises keeps ~scale.
+    # The io term is not shrunk (its natural value is not 0 but the cost of the copies).
     lam = 0.01 * max(xtx[i][i] for i in range(len(GROUPS)))
     for i in range(len(GROUPS)):
         xtx[i][i] += lam
-    xty = [sum(row[i] * yi for row, yi in zip(x, y)) + lam * scale for i in range(len(GROUPS))]
-    factors = _solve(xtx, xty)
-    return scale, {g: max(f, 0.0) for g, f in zip(GROUPS, factors)}
+    xty = [sum(row[i] * yi for row, yi in zip(x, y)) + (lam * scale if i < len(GROUPS) else 0.0) for i in range(n)]
+    solution = _solve(xtx, xty)
+    factors = {g: max(f, 0.0) for g, f in zip(GROUPS, solution)}
+    return scale, factors, (solution[-1] if with_io else None)
 
 
 def fit_calibration(points: Sequence[tuple[Mapping[str, float], float]]) -> Calibration:
-    """Fit on (group sums, measured − overhead) of whole networks; leave-one-out errors from 3 points.
+    """Fit on (group sums [+ io_melems], measured − overhead) of whole networks; leave-one-out errors from 3 points.
 
     Errors are relative to ``measured − overhead``, a hair stricter than relative to the latency.
     """
-    points = [(sums, y) for sums, y in points if y > 0 and sum(sums.values()) > 0]
+    points = [(sums, y) for sums, y in points if y > 0 and _layer_total(sums) > 0]
     if not points:
         raise ValueError("no usable whole-network measurements to calibrate from")
-    scale, factors = _fit(points)
+    scale, factors, io = _fit(points)
     loo_mean = loo_max = None
     if len(points) >= 3:
         errors = []
         for i, (sums, y) in enumerate(points):
-            s, f = _fit(points[:i] + points[i + 1:])
-            pred = Calibration(scale=s, factors=f).predict(sums, 0.0)
+            s, f, c = _fit(points[:i] + points[i + 1:])
+            pred = Calibration(scale=s, factors=f, io_ms_per_melem=c).predict(sums, 0.0)
             errors.append(abs(pred - y) / y)
         loo_mean, loo_max = statistics.fmean(errors), max(errors)
     return Calibration(scale=scale, factors=factors, n_points=len(points), loo_mean_abs_error=loo_mean,
-                       loo_max_abs_error=loo_max)
+                       loo_max_abs_error=loo_max, io_ms_per_melem=io)
 
 
 def raw_sum_ms(entries_ms: Sequence[float], overhead_ms: float) -> tuple[float, tuple[float, ...]]:

@@ -51,6 +51,13 @@ def _spec(args):
     return spec
 
 
+def _anchor(args):
+    """The --anchor network at the command's resolution (None without --anchor)."""
+    if not getattr(args, "anchor", None):
+        return None
+    return _spec(argparse.Namespace(arch=args.anchor, resolution=args.resolution or 224))
+
+
 def _table(args):
     from latency.lut import LatencyTable, default_table_path
     from latency.measure import MeasureConfig
@@ -143,6 +150,7 @@ def cmd_build_lut(args) -> int:
     from search_spaces.spaces import get_space
 
     specs = [_spec(argparse.Namespace(arch=a, resolution=args.resolution)) for a in args.arch or []]
+    anchor = _anchor(args)
     table = _table(args)  # after the specs were read: a bad one creates no table
     if not table.can_measure:
         raise ValueError(f"{table.path} belongs to another device; build it there with `nas latency export-bundle`")
@@ -159,10 +167,11 @@ def cmd_build_lut(args) -> int:
     before = len(table.missing(keys))
     measured = table.ensure(keys, progress=_progress("entries"))
     t_entries = time.perf_counter() - t0
-    cal = table.calibrate(calib, progress=_progress("calibration")) if calib and args.calibrate else table.calibration
+    cal = (table.calibrate(calib, progress=_progress("calibration"), anchor=anchor) if calib and args.calibrate
+           else table.calibration)
     result = {"table": str(table.path), "keys": len(keys), "already_present": len(keys) - before,
               "measured": measured, "entries_s": t_entries, "total_s": time.perf_counter() - t0,
-              "calibration": cal.to_dict()}
+              "calibration": cal.to_dict(), "anchor": table.store.meta("anchor")}
     if args.json:
         _print_json(result)
     else:
@@ -178,15 +187,17 @@ def cmd_validate(args) -> int:
     from latency.lut import validate, validation_summary
     from search_spaces.spaces import get_space
 
+    anchor = _anchor(args)
     table = _table(args)
     space = get_space(args.space, resolution=args.resolution or 224)
     rng = np.random.default_rng(args.seed + 10_000)  # never the calibration architectures' seed
     specs = [space.decode(space.sample(rng)).replace(name=f"val{i}") for i in range(args.n)]
-    rows = validate(table, specs, progress=_progress("validate"))
+    rows = validate(table, specs, progress=_progress("validate"), anchor=anchor)
     summary = validation_summary(rows)
     if args.json:
         _print_json({"summary": summary, "rows": [dict(r.__dict__, error=r.error) for r in rows],
-                     "table": str(table.path), "calibration": table.calibration.to_dict()})
+                     "table": str(table.path), "calibration": table.calibration.to_dict(),
+                     "anchor": table.store.meta("anchor")})
         return 0
     print(f"{'arch':<8} {'arch_id':<17} {'predicted':>10} {'measured':>10} {'error':>7}")
     for r in rows:
@@ -243,6 +254,9 @@ def add_latency_commands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--arch", nargs="+", help="architectures (names or files)")
     p.add_argument("--calibrate", type=int, default=24, help="whole networks measured for the calibration (0: none)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--anchor", metavar="NAME|FILE.json",
+                   help="measure whole networks interleaved with this network (ratio × its latency in the table), "
+                        "so that host drift cancels")
     p.set_defaults(func=cmd_build_lut)
 
     p = lsub.add_parser("validate", help="predicted vs measured on random architectures of a space")
@@ -250,6 +264,9 @@ def add_latency_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space", default="mobilenetv3")
     p.add_argument("--n", type=int, default=50, help="number of random architectures")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--anchor", metavar="NAME|FILE.json",
+                   help="measure whole networks interleaved with this network (ratio × its latency in the table), "
+                        "so that host drift cancels")
     p.set_defaults(func=cmd_validate)
 
     p = lsub.add_parser("export-bundle", help="ONNX files + script to build a table on another device")

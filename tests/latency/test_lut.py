@@ -186,3 +186,97 @@ def test_validate_measures_and_predicts(table):
     rows = validate(table, [SMALL, LARGE])
     assert [r.arch_id for r in rows] == [SMALL.arch_id, LARGE.arch_id]
     assert all(r.measured_ms > 0 and r.predicted_ms > 0 for r in rows)
+
+
+def test_anchored_measurements_are_ratio_times_one_anchor_latency(table, monkeypatch):
+    import types
+
+    import latency.lut as lut
+
+    from latency.measure import LatencyError
+
+    specs = [SMALL, LARGE, references.get("mnasnet_a1").replace(resolution=32, num_classes=10)]
+    for s in specs:
+        table.predict(s)  # entries measured for real first; whole networks are faked below
+    alone = iter([2.0, 2.2, 1.8])  # the anchor alone beside each network: median 2.0
+    ratios = iter([0.5, 1.5, 1.0, 0.75, 1.25])
+    monkeypatch.setattr(lut, "measure_onnx", lambda model, cfg: types.SimpleNamespace(median_ms=next(alone)))
+    monkeypatch.setattr(lut, "measure_pair", lambda a, b, cfg: types.SimpleNamespace(ratio=next(ratios)))
+    ms, ref = lut.measure_anchored(specs, LARGE, FAST)
+    assert ref == 2.0 and ms == pytest.approx([1.0, 3.0, 2.0])
+    ms, ref = lut.measure_anchored(specs[:2], LARGE, FAST, anchor_ms=4.0)  # a given reference: no anchor alone
+    assert ref == 4.0 and ms == pytest.approx([3.0, 5.0])
+
+    alone = iter([2.0, 2.2, 1.8])
+    ratios = iter([0.5, 1.5, 1.0, 0.75, 0.5])
+    assert table.anchor_ms(LARGE) is None
+    table.calibrate(specs, anchor=LARGE)
+    assert table.anchor_ms(LARGE) == 2.0 and table.store.meta("anchor")["name"] == LARGE.name
+    assert sorted(p["measured_ms"] for p in table.store.points()) == pytest.approx([1.0, 2.0, 3.0])
+    # validation measures against the table's anchor latency, not a new one (no anchor alone here)
+    rows = validate(table, specs[:2], anchor=LARGE)
+    assert [r.measured_ms for r in rows] == pytest.approx([1.5, 1.0])
+    assert [r.predicted_ms for r in rows] == pytest.approx([table.predict(s).latency_ms for s in specs[:2]])
+    with pytest.raises(LatencyError, match="anchored on mobilenetv3_large"):
+        validate(table, specs[:1], anchor=SMALL)
+
+
+def test_io_term_sums_tensor_sizes_and_is_fitted_with_the_factors():
+    from latency.lut_store import IO_MELEMS, io_melems
+
+    keys = [{"kind": "conv", "resolution": 224, "in_channels": 3, "out_channels": 16, "stride": 2},
+            {"kind": "mbconv", "resolution": 7, "in_channels": 160, "out_channels": 160, "stride": 2},  # 7 -> 4
+            {"kind": "pool", "resolution": 7, "in_channels": 960, "out_channels": 960, "stride": 1},  # out 1×1
+            {"kind": "linear", "resolution": 1, "in_channels": 960, "out_channels": 1280, "stride": 1}]
+    expected = (3 * 224**2 + 16 * 112**2) + (160 * 49 + 160 * 16) + (960 * 49 + 960) + (960 + 1280)
+    assert io_melems(keys) == pytest.approx(expected / 1e6)
+    rng = np.random.default_rng(1)
+    pts = []
+    for _ in range(16):
+        sums = {"conv": float(rng.uniform(1, 5)), "dsconv": float(rng.uniform(0, 2)),
+                "mbconv": float(rng.uniform(1, 5)), "other": 0.2, IO_MELEMS: float(rng.uniform(2, 8))}
+        y = 1.2 * sums["conv"] + 1.0 * sums["dsconv"] + 1.1 * sums["mbconv"] + 0.2 - 0.3 * sums[IO_MELEMS]
+        pts.append((sums, y))
+    cal = fit_calibration(pts)
+    assert cal.io_ms_per_melem == pytest.approx(-0.3, abs=0.02)
+    assert cal.factors["conv"] == pytest.approx(1.2, rel=0.03) and cal.loo_max_abs_error < 0.02
+    assert cal.predict(pts[0][0], 0.5) == pytest.approx(pts[0][1] + 0.5, rel=0.01)
+    assert Calibration.from_dict(cal.to_dict()) == cal
+    # Points of an older file lack the sum: the factors alone are fitted, and old calibrations still load.
+    old = [({g: v for g, v in s.items() if g != IO_MELEMS}, y) for s, y in pts[:8]] + pts[8:]
+    assert fit_calibration(old).io_ms_per_melem is None and fit_calibration(old).factors is not None
+    legacy = {"scale": 0.9, "factors": None, "n_points": 3, "loo_mean_abs_error": 0.01, "loo_max_abs_error": 0.02}
+    assert Calibration.from_dict(legacy).predict({"conv": 1.0, IO_MELEMS: 5.0}, 0.1) == pytest.approx(1.0)
+
+
+def test_prediction_applies_the_io_term(table):
+    from latency.lut_store import IO_MELEMS
+
+    raw, layer_ms, sums, _ = table.raw_sum(SMALL)
+    assert sums[IO_MELEMS] > 0 and sum(sums[g] for g in GROUPS) == pytest.approx(sum(layer_ms))
+    cal = Calibration(scale=1.0, factors=dict.fromkeys(GROUPS, 1.0), n_points=8, io_ms_per_melem=-0.01)
+    table.store.set_meta("calibration", cal.to_dict())
+    again = LatencyTable(table.path, FAST)
+    assert again.predict(SMALL).latency_ms == pytest.approx(raw - 0.01 * sums[IO_MELEMS])
+
+
+def test_calibration_is_the_ridge_least_squares_of_the_relative_error():
+    from latency.lut_store import IO_MELEMS
+
+    rng = np.random.default_rng(2)
+    pts = []
+    for _ in range(10):  # off-model networks of very different sizes: the weighting matters
+        sums = {"conv": float(rng.uniform(0.5, 20)), "dsconv": float(rng.uniform(0, 3)),
+                "mbconv": float(rng.uniform(0.5, 20)), "other": 0.2, IO_MELEMS: float(rng.uniform(2, 8))}
+        pts.append((sums, sum(v for k, v in sums.items() if k != IO_MELEMS) * float(rng.uniform(0.8, 1.2))))
+    cal = fit_calibration(pts)
+    cols = list(GROUPS) + [IO_MELEMS]
+    x = np.array([[s[c] / y for c in cols] for s, y in pts])
+    scale = np.median([y / sum(s[g] for g in GROUPS) for s, y in pts])
+    lam = 0.01 * max((x.T @ x).diagonal()[:4])
+    prior = np.sqrt(lam) * np.eye(5)[:4]  # ridge rows on the four factors, toward the scale
+    a = np.vstack([x, prior])
+    b = np.concatenate([np.ones(len(pts)), np.sqrt(lam) * scale * np.ones(4)])
+    expected = np.linalg.lstsq(a, b, rcond=None)[0]
+    assert [cal.factors[g] for g in GROUPS] == pytest.approx(np.maximum(expected[:4], 0), rel=1e-6)
+    assert cal.io_ms_per_melem == pytest.approx(expected[4], rel=1e-6, abs=1e-9)

@@ -52,6 +52,20 @@ def test_build_predict_validate_with_a_table_file(tmp_path):
     assert val["summary"]["n"] == 2 and len(val["rows"]) == 2
 
 
+def test_anchored_calibration_and_validation_share_the_tables_anchor(tmp_path):
+    lut = tmp_path / "t.sqlite"
+    built = json.loads(run(tmp_path, "build-lut", "--arch", "mobilenetv3_small", "mobilenetv2_035", "--resolution",
+                           "32", "--calibrate", "2", "--anchor", "mnasnet_a1", "--lut", str(lut), "--json").stdout)
+    anchor = built["anchor"]
+    assert anchor["name"] == "mnasnet_a1" and anchor["resolution"] == 32 and anchor["ms"] > 0
+    val = json.loads(run(tmp_path, "validate", "--space", "mobilenetv3_small", "--n", "2", "--resolution", "32",
+                         "--anchor", "mnasnet_a1", "--lut", str(lut), "--json").stdout)
+    assert val["anchor"] == anchor and all(r["measured_ms"] > 0 for r in val["rows"])
+    other = run(tmp_path, "validate", "--space", "mobilenetv3_small", "--n", "1", "--resolution", "32",
+                "--anchor", "mobilenetv2", "--lut", str(lut), ok=False)
+    assert other.returncode == 2 and "anchored on mnasnet_a1" in other.stderr
+
+
 def test_a_file_that_is_not_a_table_is_a_one_line_error(tmp_path):
     bad = tmp_path / "bad.sqlite"
     bad.write_text("not a table" * 100)
