@@ -43,7 +43,7 @@ def cmd_table(args) -> int:
     echo = None if args.json else (lambda line: print(line, flush=True))
     rows = table_rows(args.experiments, args.out, recipe=recipe, reference_names=names, dataset=args.dataset,
                       data_dir=args.data_dir, deploy_resolution=args.deploy_resolution, int8=not args.no_int8,
-                      ray_address=args.ray_address, echo=echo)
+                      remeasure=args.remeasure, ray_address=args.ray_address, echo=echo)
     if args.json:
         json.dump(rows, sys.stdout, indent=2, default=str)
         print()
@@ -76,6 +76,9 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--references", help="comma-separated reference names (default: V3-Large 1.0/0.75, MnasNet-A1, "
                                         "V2 1.0, V3-Small 1.0/0.75, V2 0.35; empty: none)")
     t.add_argument("--no-int8", action="store_true", help="skip the int8 latency column")
+    t.add_argument("--remeasure", action="store_true",
+                   help="measure every network's latency again, back to back (rows trained at different times "
+                        "were timed under different host loads); run it on a quiet machine")
     t.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "cifar10", "imagefolder"))
     t.add_argument("--data-dir", help="dataset folder (fashion-mnist default: /usr/share/datasets/fashion-mnist)")
     t.add_argument("--deploy-resolution", type=int, default=224)

@@ -500,7 +500,7 @@ TABLE_COLUMNS = ("name", "test_accuracy", "madds", "params", "latency_fp32_ms", 
 def table_rows(experiments: Sequence[str | Path], out_dir: str | Path, *, recipe: Recipe | None = None,
                reference_names: Sequence[str] = TABLE_REFERENCES, dataset: str = "fashion-mnist",
                data_dir: str | None = None, deploy_resolution: int = 224, int8: bool = True,
-               measure: dict | None = None, ray_address: str | None = None, echo: Callable[[str], None] | None = print) -> list[dict]:
+               measure: dict | None = None, remeasure: bool = False, ray_address: str | None = None, echo: Callable[[str], None] | None = print) -> list[dict]:
     """Train every network with one recipe (in parallel, one CPU each), measure each; resumable per row.
 
     The searched networks are the ``final/model.json`` of each experiment directory (their
@@ -541,7 +541,7 @@ def table_rows(experiments: Sequence[str | Path], out_dir: str | Path, *, recipe
         space = st["config"]["search"]["space"]
         todo[spec.name] = (spec, COUNTERPART.get(space))
         row_path = e / "final" / "row.json"
-        if row_path.exists():
+        if row_path.exists() and not (out / "rows" / f"{spec.name}.json").exists():  # the table's own copy wins
             row = json.loads(row_path.read_text())
             if row.get("recipe_key") == recipe.key() and (row.get("latency_int8_ms") is not None or not int8):
                 rows[spec.name] = row
@@ -551,7 +551,7 @@ def table_rows(experiments: Sequence[str | Path], out_dir: str | Path, *, recipe
         path = out / "rows" / f"{name}.json"
         if name not in rows and path.exists():
             row = json.loads(path.read_text())
-            if row.get("recipe_key") == recipe.key():
+            if row.get("recipe_key") == recipe.key() and row.get("arch_id") == todo[name][0].arch_id:
                 rows[name] = row
     pending = [n for n in todo if n not in rows]
     if echo:
@@ -577,6 +577,12 @@ def table_rows(experiments: Sequence[str | Path], out_dir: str | Path, *, recipe
                              f"{row['latency_fp32_ms']:.3f} ms fp32 ({len(rows)}/{len(todo)})")
         finally:
             pool.shutdown()
+    if remeasure:  # every latency again, back to back: rows trained hours apart were timed under other loads
+        for name, (spec, _) in todo.items():
+            rows[name].update(measure_row(spec, eval_cfg, int8), paired_vs=None, paired_ratio=None)
+            atomic_write_text(out / "rows" / f"{name}.json", json.dumps(rows[name], indent=2))
+        if echo:
+            echo(f"table: re-measured {len(todo)} networks fp32" + (" and int8" if int8 else ""))
     # searched networks against their MobileNetV3 counterpart, measured interleaved
     for name, (spec, vs) in todo.items():
         row = rows[name]

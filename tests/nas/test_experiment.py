@@ -229,6 +229,14 @@ def test_table_reuses_the_experiments_row_and_trains_the_references_with_the_sam
     table_rows([out.run_dir], work / "table", reference_names=["mobilenetv3_small"], deploy_resolution=64,
                measure=FAST_MEASURE, echo=again.append)
     assert "training 0" in again[0]
+    # --remeasure times every row again (and pairs the searched one again); accuracies are kept
+    rows2 = table_rows([out.run_dir], work / "table", reference_names=["mobilenetv3_small"], deploy_resolution=64,
+                       measure=FAST_MEASURE, remeasure=True, echo=None)
+    assert [r["test_accuracy"] for r in rows2] == [r["test_accuracy"] for r in rows]
+    assert all(r["latency_fp32_ms"] > 0 and r["latency_int8_ms"] > 0 for r in rows2)
+    assert rows2[0]["paired_ratio"] > 0 and rows2[0]["paired_vs"] == "mobilenetv3_small"
+    saved = json.loads((work / "table" / "rows" / "mobilenetv3_small.json").read_text())
+    assert saved["latency_fp32_ms"] == rows2[1]["latency_fp32_ms"]
 
 
 def test_table_refuses_an_unfinished_experiment_and_unknown_references(experiment, work):
