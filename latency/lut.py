@@ -208,8 +208,6 @@ class LatencyTable:
         """
         if not self.can_measure:
             raise LatencyError(f"cannot calibrate {self.path} here: it belongs to another device")
-        from search_spaces.export import export_onnx
-
         for spec in specs:  # entries first, then the wholes
             self.ensure(layer.key for layer in walk(spec, resolution))
         if anchor is not None:
@@ -220,11 +218,7 @@ class LatencyTable:
                 self.store.set_meta("anchor", {"name": anchor.name, "arch_id": anchor.replace(resolution=res).arch_id,
                                                "resolution": res, "ms": ms})
         else:
-            measured = []
-            for i, spec in enumerate(specs):
-                measured.append(measure_onnx(export_onnx(spec, resolution=resolution), self.cfg).median_ms)
-                if progress:
-                    progress(i + 1, len(specs))
+            measured = measure_plain(specs, self.cfg, resolution, progress)
         for spec, ms in zip(specs, measured):
             self.add_point(spec, ms, resolution)
         return self.fit()
@@ -360,6 +354,19 @@ def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
     return s / (n * (n - 1) / 2)
 
 
+def measure_plain(specs: Sequence[ArchSpec], cfg: MeasureConfig, resolution: int | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> list[float]:
+    """The median latency of each whole network, measured alone (see :func:`measure_anchored`)."""
+    from search_spaces.export import export_onnx
+
+    measured = []
+    for i, spec in enumerate(specs):
+        measured.append(measure_onnx(export_onnx(spec, resolution=resolution), cfg).median_ms)
+        if progress:
+            progress(i + 1, len(specs))
+    return measured
+
+
 def measure_anchored(specs: Sequence[ArchSpec], anchor: ArchSpec, cfg: MeasureConfig, resolution: int | None = None,
                      anchor_ms: float | None = None, progress: Callable[[int, int], None] | None = None
                      ) -> tuple[list[float], float]:
@@ -393,18 +400,12 @@ def validate(table: LatencyTable, specs: Sequence[ArchSpec], resolution: int | N
     With ``anchor``, "measured" is ratio to the anchor × the table's anchor latency (see
     :func:`measure_anchored`; measured in this run if the table has none).
     """
-    from search_spaces.export import export_onnx
-
     predicted = [table.predict(spec, resolution).latency_ms for spec in specs]  # entries measured first
     if anchor is not None:
         measured, _ = measure_anchored(specs, anchor, table.cfg, resolution, table.anchor_ms(anchor, resolution),
                                        progress)
     else:
-        measured = []
-        for i, spec in enumerate(specs):
-            measured.append(measure_onnx(export_onnx(spec, resolution=resolution), table.cfg).median_ms)
-            if progress:
-                progress(i + 1, len(specs))
+        measured = measure_plain(specs, table.cfg, resolution, progress)
     return [ValidationRow(s.name, s.arch_id, p, m) for s, p, m in zip(specs, predicted, measured)]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nas.evaluate import calibration_inputs
 from search_spaces import resolve_arch
 
 
@@ -65,22 +66,6 @@ def _table(args):
     cfg = MeasureConfig(intra_op_threads=args.threads)
     path = Path(args.lut) if args.lut else default_table_path(cfg)
     return LatencyTable(path, cfg)
-
-
-def calibration_inputs(spec, n: int, dataset: str, data_dir: str | None, seed: int = 0) -> list[np.ndarray]:
-    """``n`` real images of the dataset, preprocessed to the spec's input (for int8 calibration)."""
-    import torch
-
-    from nas.data import load_dataset
-    from nas.training import TrainConfig, channel_stats, preprocess
-
-    data = load_dataset(dataset, data_dir)
-    rng = np.random.default_rng(seed)
-    idx = torch.as_tensor(rng.choice(len(data.train_images), size=n, replace=False))
-    images = data.train_images[idx]
-    cfg = TrainConfig(resolution_px=spec.resolution, in_channels=spec.in_channels, channels_last=False)
-    x = preprocess(images, cfg, channel_stats(data.train_images[:5000]))
-    return [x[i:i + 1].numpy() for i in range(n)]
 
 
 def cmd_measure(args) -> int:

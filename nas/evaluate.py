@@ -77,6 +77,12 @@ class EvalConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def measure_config(self):
+        """The :class:`latency.measure.MeasureConfig` of ``measure`` (defaults when empty)."""
+        from latency.measure import MeasureConfig
+
+        return MeasureConfig.from_dict(self.measure) if self.measure else MeasureConfig()
+
 
 @dataclass
 class EvalResult:
@@ -123,11 +129,10 @@ def dataset_split(cfg: EvalConfig):
 
 def latency_table(cfg: EvalConfig):
     from latency.lut import LatencyTable, default_table_path
-    from latency.measure import MeasureConfig
 
     key = (cfg.lut_path, tuple(sorted(cfg.measure.items())))
     if key not in _TABLE_CACHE:
-        mcfg = MeasureConfig.from_dict(cfg.measure) if cfg.measure else MeasureConfig()
+        mcfg = cfg.measure_config()
         _TABLE_CACHE[key] = LatencyTable(cfg.lut_path or default_table_path(mcfg), mcfg)
     return _TABLE_CACHE[key]
 
@@ -137,11 +142,10 @@ def candidate_latency(spec: ArchSpec, cfg: EvalConfig) -> tuple[float | None, fl
     deploy = spec.replace(resolution=cfg.deploy_resolution)
     if cfg.latency == "predicted":
         return latency_table(cfg).predict(deploy).latency_ms, None
-    from latency.measure import MeasureConfig, measure_onnx
+    from latency.measure import measure_onnx
     from search_spaces.export import export_onnx
 
-    mcfg = MeasureConfig.from_dict(cfg.measure) if cfg.measure else MeasureConfig()
-    return None, measure_onnx(export_onnx(deploy), mcfg).median_ms
+    return None, measure_onnx(export_onnx(deploy), cfg.measure_config()).median_ms
 
 
 def evaluate_candidate(spec_json: str, cfg: EvalConfig, seed: int = 0) -> EvalResult:
@@ -203,3 +207,20 @@ def evaluate_candidate(spec_json: str, cfg: EvalConfig, seed: int = 0) -> EvalRe
         result.error_kind = "error"
     result.total_s = time.perf_counter() - t_start
     return result
+
+
+def calibration_inputs(spec, n: int, dataset: str, data_dir: str | None, seed: int = 0) -> list:
+    """``n`` real images of the dataset, preprocessed to the spec's input (for int8 calibration)."""
+    import numpy as np
+    import torch
+
+    from nas.data import load_dataset
+    from nas.training import TrainConfig, channel_stats, preprocess
+
+    data = load_dataset(dataset, data_dir)
+    rng = np.random.default_rng(seed)
+    idx = torch.as_tensor(rng.choice(len(data.train_images), size=n, replace=False))
+    images = data.train_images[idx]
+    cfg = TrainConfig(resolution_px=spec.resolution, in_channels=spec.in_channels, channels_last=False)
+    x = preprocess(images, cfg, channel_stats(data.train_images[:5000]))
+    return [x[i:i + 1].numpy() for i in range(n)]

@@ -120,6 +120,11 @@ class RayPool:
         cpus = int(self._ray.cluster_resources().get("CPU", 1))
         return max(1, cpus // self.cpus_per_trial)
 
+    @property
+    def node_cpus(self) -> int:
+        """CPUs one task may use when it runs alone (a single long training): a node's, at most."""
+        return max(1, min(os.cpu_count() or 1, self.slots * self.cpus_per_trial))
+
     def submit(self, spec_json: str, cfg: EvalConfig, seed: int) -> Any:
         return self._task.remote(spec_json, cfg, seed)
 

@@ -27,7 +27,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import sys
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -177,8 +176,7 @@ class ExperimentConfig:
                 raise ExperimentError(f"{source}: [{section}] epochs must be a positive number, got {value!r}")
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        return d
+        return dataclasses.asdict(self)
 
 
 def _same_kind(value: Any, default: Any) -> bool:
@@ -208,22 +206,16 @@ def eval_config(cfg: ExperimentConfig, holdout: int, train: dict, latency: str =
                       split_seed=cfg.seed)
 
 
-def _node_cpus(pool) -> int:
-    import os
-
-    return max(1, min(os.cpu_count() or 1, pool.slots * pool.cpus_per_trial))
-
-
 def measure_row(spec: ArchSpec, eval_cfg, int8: bool = True, workdir: Path | None = None) -> dict:
     """fp32 and int8 latency of ``spec`` at the deployment resolution, with MAdds and params."""
     import tempfile
 
-    from latency.measure import MeasureConfig, measure_onnx
+    from latency.measure import measure_onnx
     from search_spaces.export import export_onnx
 
     deploy = spec.replace(resolution=eval_cfg.deploy_resolution)
     c = count(deploy)
-    mcfg = MeasureConfig.from_dict(eval_cfg.measure) if eval_cfg.measure else MeasureConfig()
+    mcfg = eval_cfg.measure_config()
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         fp32 = Path(tmp) / "model.onnx"
         export_onnx(deploy, fp32)
@@ -234,7 +226,7 @@ def measure_row(spec: ArchSpec, eval_cfg, int8: bool = True, workdir: Path | Non
                          f"ORT {m.fingerprint.ort_version}"}
         if int8:
             from latency.quantize import quantize_and_measure
-            from nas.cli_latency import calibration_inputs
+            from nas.evaluate import calibration_inputs
 
             samples = calibration_inputs(deploy, 32, eval_cfg.dataset, eval_cfg.data_dir, seed=0)
             row["latency_int8_ms"] = quantize_and_measure(fp32, samples, Path(tmp) / "model.int8.onnx", mcfg).median_ms
@@ -243,11 +235,11 @@ def measure_row(spec: ArchSpec, eval_cfg, int8: bool = True, workdir: Path | Non
 
 def paired_ratio(spec: ArchSpec, other: ArchSpec, eval_cfg) -> float:
     """latency(spec) / latency(other), measured interleaved (steadier than two medians on a shared host)."""
-    from latency.measure import MeasureConfig, measure_pair
+    from latency.measure import measure_pair
     from search_spaces.export import export_onnx
 
     r = eval_cfg.deploy_resolution
-    mcfg = MeasureConfig.from_dict(eval_cfg.measure) if eval_cfg.measure else MeasureConfig()
+    mcfg = eval_cfg.measure_config()
     return measure_pair(export_onnx(spec.replace(resolution=r)), export_onnx(other.replace(resolution=r)), mcfg).ratio
 
 
@@ -342,7 +334,7 @@ def _train(spec: ArchSpec, eval_cfg, train: dict, seed: int, ray_address: str | 
 
     pool = RayPool(address=ray_address, cpus_per_trial=1)
     try:
-        cpus = _node_cpus(pool) if whole_node else 1
+        cpus = pool.node_cpus if whole_node else 1
         return pool.result(pool.call(train_task, spec.to_json(), None, None, eval_cfg, {**train, "threads": cpus},
                                      seed, True, num_cpus=cpus))
     finally:
@@ -381,9 +373,9 @@ def _stage_netadapt(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> 
                                                "threads": cfg.data["cpus_per_trial"]})
     if "netadapt_target" not in state:
         # resolved once and kept, so that a resumed experiment refines towards the same number
-        from netadapt.refine import _Latency
+        from netadapt.refine import Latency
 
-        lat = _Latency(eval_cfg)
+        lat = Latency(eval_cfg)
         target_ms = n["target_ms"]
         if n["target_like"] and lat.can_measure:
             # the winner against the reference, interleaved: two medians taken a minute apart on a
@@ -619,8 +611,3 @@ def table_markdown(rows: list[dict], recipe: Recipe, dataset: str) -> str:
         lines.append(f"| {r['name']} | {100 * r['test_accuracy']:.2f} | {r['madds'] / 1e6:.1f} | "
                      f"{r['params'] / 1e6:.2f}M | {r['latency_fp32_ms']:.2f} | {int8} | {vs} |")
     return head + "\n".join(lines) + "\n"
-
-
-def echo_stdout(line: str) -> None:
-    print(line, flush=True)
-    sys.stdout.flush()

@@ -561,7 +561,7 @@ def _progress_line(rows, done, total, durations, slots, res: EvalResult, number:
 
 def _finish(cfg, study, space, rows, remeasured, remeasured_path, reward_cfg, run_dir, echo):
     """Re-measure the top-k whole on the device (nothing else running), pick and save the winner."""
-    from latency.measure import MeasureConfig, measure_onnx
+    from latency.measure import measure_onnx
     from nas.rewards import mnas_reward
     from search_spaces.export import export_onnx
 
@@ -574,7 +574,7 @@ def _finish(cfg, study, space, rows, remeasured, remeasured_path, reward_cfg, ru
     if not ranked:
         log_line(run_dir, "no trial completed: nothing to save (see trials.csv for the errors)", echo)
         return None, None
-    mcfg = MeasureConfig.from_dict(cfg.eval.measure) if cfg.eval.measure else MeasureConfig()
+    mcfg = cfg.eval.measure_config()
     table = latency_table(cfg.eval) if cfg.eval.latency == "predicted" else None
     trials = study.get_trials(deepcopy=False)
     best, best_reward = None, -1.0

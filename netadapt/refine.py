@@ -247,15 +247,13 @@ def _write_trajectory(run_dir: Path, rows: list[dict]) -> None:
     atomic_write_text(run_dir / TRAJECTORY_FILE, buf.getvalue())
 
 
-class _Latency:
+class Latency:
     """Predicted latency (the calibrated table) and on-device measurement at the deployment resolution."""
 
     def __init__(self, cfg: EvalConfig):
-        from latency.measure import MeasureConfig
-
         self.table = latency_table(cfg)
         self.resolution = cfg.deploy_resolution
-        self.mcfg = MeasureConfig.from_dict(cfg.measure) if cfg.measure else MeasureConfig()
+        self.mcfg = cfg.measure_config()
 
     @property
     def can_measure(self) -> bool:
@@ -349,7 +347,7 @@ def run_refine(cfg: RefineConfig, *, resume: bool = False, force: bool = False,
         state = None
 
     data = load_dataset(cfg.eval.dataset, cfg.eval.data_dir)  # fail fast, before Ray starts
-    lat = _Latency(cfg.eval)
+    lat = Latency(cfg.eval)
     pool = None
     elapsed_before = state.get("elapsed_s", 0.0) if state else 0.0
 
@@ -382,7 +380,7 @@ def run_refine(cfg: RefineConfig, *, resume: bool = False, force: bool = False,
     return RefineOutcome(run_dir, metrics, time.perf_counter() - t_start)
 
 
-def _begin(cfg: RefineConfig, start: ArchSpec, lat: _Latency, run_dir: Path, echo) -> dict:
+def _begin(cfg: RefineConfig, start: ArchSpec, lat: Latency, run_dir: Path, echo) -> dict:
     """Resolve target and δ, check that the target is reachable, save the start; the first state."""
     from netadapt.proposals import smallest_network
 
@@ -426,7 +424,7 @@ def _begin(cfg: RefineConfig, start: ArchSpec, lat: _Latency, run_dir: Path, ech
 def _pretrain(cfg: RefineConfig, state: dict, pool, run_dir: Path, echo) -> dict:
     spec = ArchSpec.from_dict(state["start"])
     log_line(run_dir, f"no --weights: training the start network for {cfg.pretrain_epochs:g} epochs first", echo)
-    cpus = _node_cpus(pool)  # one task alone: it may use a whole node
+    cpus = pool.node_cpus  # one task alone: it may use a whole node
     res = pool.result(pool.call(train_task, spec.to_json(), None, None, cfg.eval,
                                 _train_cfg(cfg, epochs=cfg.pretrain_epochs, threads=cpus), cfg.seed, num_cpus=cpus))
     if res["error"]:
@@ -436,12 +434,6 @@ def _pretrain(cfg: RefineConfig, state: dict, pool, run_dir: Path, echo) -> dict
     return {**state, "stage": "iterate"}
 
 
-def _node_cpus(pool) -> int:
-    import os
-
-    return max(1, min(os.cpu_count() or 1, pool.slots * pool.cpus_per_trial))
-
-
 def _start_row(state: dict, spec: ArchSpec, accuracy: float) -> dict:
     c = count(spec)
     return {"iteration": 0, "proposal": 0, "kind": "start", "group": spec.name, "accuracy": accuracy,
@@ -449,7 +441,7 @@ def _start_row(state: dict, spec: ArchSpec, accuracy: float) -> dict:
             "madds": c.madds, "params": c.params, "chosen": True}
 
 
-def _iterate(cfg: RefineConfig, state: dict, pool, lat: _Latency, run_dir: Path, echo) -> dict:
+def _iterate(cfg: RefineConfig, state: dict, pool, lat: Latency, run_dir: Path, echo) -> dict:
     """One NetAdapt iteration (or the decision that none is needed): returns the next state."""
     from nas.execution import WorkerLostError
     from netadapt.proposals import make_proposals
@@ -545,7 +537,7 @@ def _prune_weights(run_dir: Path, state: dict) -> None:
             p.unlink(missing_ok=True)
 
 
-def _baseline_spec(start: ArchSpec, lat: _Latency, latency_ms: float) -> tuple[ArchSpec, float]:
+def _baseline_spec(start: ArchSpec, lat: Latency, latency_ms: float) -> tuple[ArchSpec, float]:
     """The uniform width multiplier of ``start`` whose predicted latency is closest to ``latency_ms``.
 
     Widths round to multiples of 8 (the MobileNets' rule), so latency moves in steps; the bisection
@@ -565,7 +557,7 @@ def _baseline_spec(start: ArchSpec, lat: _Latency, latency_ms: float) -> tuple[A
     return below, lo
 
 
-def _finish(cfg: RefineConfig, state: dict, pool, lat: _Latency, run_dir: Path, echo, wall_s: float) -> dict:
+def _finish(cfg: RefineConfig, state: dict, pool, lat: Latency, run_dir: Path, echo, wall_s: float) -> dict:
     """Long-term fine-tune (or retrain), the width-multiplier baseline, final measurements, files."""
     from search_spaces.export import export_onnx
 

@@ -42,15 +42,8 @@ def tiny(lut: Path, **sections) -> dict:
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("experiment")
-    old = os.environ.get("HWNAS_CACHE_DIR")
-    os.environ["HWNAS_CACHE_DIR"] = str(tmp / "cache")
-    yield tmp
-    if old is None:
-        os.environ.pop("HWNAS_CACHE_DIR", None)
-    else:
-        os.environ["HWNAS_CACHE_DIR"] = old
+def work(module_cache):
+    return module_cache
 
 
 @pytest.fixture(scope="module")
