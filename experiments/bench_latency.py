@@ -51,7 +51,7 @@ def main() -> None:
 
     from latency.lut import LatencyTable, validate, validation_summary
     from latency.measure import MeasureConfig, measure_onnx, measure_pair
-    from nas.evaluate import calibration_inputs
+    from evaluation.evaluate import calibration_inputs
     from search_spaces import references
     from search_spaces.export import export_onnx
     from search_spaces.spaces import get_space

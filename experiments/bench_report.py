@@ -6,7 +6,7 @@
    at a tiny proxy budget (random searcher, 2 training steps, 500 training and 200 held-out images,
    latency predicted at 64² from a table kept next to the run directory), so that the run directory
    has exactly what ``nas search`` writes: trials.csv with ``--trials`` rows, pareto.csv, found.json, ...
-2. Time :func:`nas.report.write_report` on it without reference training (``references=False``: only
+2. Time :func:`hwnas.report.write_report` on it without reference training (``references=False``: only
    report generation is timed) ``--repeats`` times in this process, and ``nas report --no-references``
    as a command (Python start-up and imports included) as often; report the medians.
 """
@@ -27,7 +27,7 @@ FAST_MEASURE = {"warmup_min_s": 0.0, "min_runs": 10, "max_runs": 200, "time_cap_
 
 def make_run(run_dir: Path, trials: int) -> float:
     """A real search with ``trials`` trials at a tiny proxy budget; returns its wall time in seconds."""
-    from nas.evaluate import EvalConfig
+    from evaluation.evaluate import EvalConfig
     from nas.search import SearchConfig, run_search
 
     eval_cfg = EvalConfig(holdout=200, train_subset=500, train={"steps": 2, "batch_size": 16, "threads": 1},
@@ -40,7 +40,7 @@ def make_run(run_dir: Path, trials: int) -> float:
 
 
 def time_library(run_dir: Path, out_dir: Path, repeats: int) -> list[float]:
-    from nas.report import write_report
+    from hwnas.report import write_report
 
     times = []
     for _ in range(repeats):

@@ -37,7 +37,7 @@ FAST_MEASURE = {"warmup_min_s": 0.0, "min_runs": 10, "max_runs": 200, "time_cap_
 
 
 def search_config(run_dir: Path, trials: int):
-    from nas.evaluate import EvalConfig
+    from evaluation.evaluate import EvalConfig
     from nas.search import SearchConfig
 
     eval_cfg = EvalConfig(holdout=200, train_subset=400, train={"steps": 2, "batch_size": 16, "threads": 1},
@@ -71,7 +71,7 @@ def make_base(base: Path, trials: int) -> float | None:
 
 def time_resume(base: Path, copy: Path, trials: int) -> dict:
     """One resume of a copy of ``base`` with budget ``trials``: seconds to the first submission and in all."""
-    from nas.execution import RayPool
+    from evaluation.execution import RayPool
     from nas.search import run_search
 
     shutil.rmtree(copy, ignore_errors=True)
@@ -99,7 +99,8 @@ def time_replay(base: Path, trials: int) -> float:
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    from nas.search import STUDY_FILE, STUDY_NAME
+    from evaluation.rundir import STUDY_FILE
+    from nas.search import STUDY_NAME
     from nas.searchers import distributions, make_sampler, study_directions
     from search_spaces.spaces import get_space
 
@@ -119,7 +120,7 @@ def time_replay(base: Path, trials: int) -> float:
 
 def time_ray_start() -> float:
     """Start and stop the private local Ray instance alone (the largest part of 'ready')."""
-    from nas.execution import RayPool
+    from evaluation.execution import RayPool
 
     t0 = time.perf_counter()
     pool = RayPool()

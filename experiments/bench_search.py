@@ -48,8 +48,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from latency.lut import kendall_tau
-    from nas.evaluate import EvalConfig
-    from nas.execution import RayPool
+    from evaluation.evaluate import EvalConfig
+    from evaluation.execution import RayPool
     from search_spaces.spaces import get_space
 
     space = get_space(args.space, in_channels=1, num_classes=10)

@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--out", default="bench_searchers_real.json")
     args = ap.parse_args()
 
-    from nas.evaluate import EvalConfig
+    from evaluation.evaluate import EvalConfig
     from nas.search import SearchConfig, run_search
     from nas.searchers import SEARCHERS
 

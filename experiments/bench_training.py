@@ -1,4 +1,4 @@
-"""Benchmark of proxy-training throughput: images/s of `nas.training.train_model` on the CPU.
+"""Benchmark of proxy-training throughput: images/s of `evaluation.training.train_model` on the CPU.
 
 Trains a small MobileNet-like network (inverted residual blocks with depthwise convolutions, total
 stride 32) on synthetic 28×28 grayscale uint8 images, at 32×32 input (upsampled on the fly, the proxy
@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nas.data import Dataset
-from nas.training import TrainConfig, train_model
+from evaluation.data import Dataset
+from evaluation.training import TrainConfig, train_model
 
 NUM_CLASSES = 10
 # (expanded channels, output channels, stride) per inverted residual block: a shortened

@@ -150,7 +150,7 @@ class DeviceFingerprint:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DeviceFingerprint:
         """Inverse of :meth:`to_dict`; rejects unknown or missing fields."""
-        kwargs = _checked_fields(cls, data)
+        kwargs = checked_fields(cls, data)
         kwargs["cpu_flags"] = tuple(kwargs["cpu_flags"])
         return cls(**kwargs)
 
@@ -160,7 +160,7 @@ def _short_hash(data: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
-def _checked_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+def checked_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     """Return ``data`` restricted to ``cls`` fields, raising on unknown or missing ones."""
     if not isinstance(data, dict):
         raise ValueError(f"{cls.__name__}.from_dict expects a dict, got {type(data).__name__}")

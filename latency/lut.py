@@ -270,7 +270,7 @@ def export_bundle(keys: Iterable[LayerKey], networks: Sequence[ArchSpec], out_di
     import json
     import shutil
 
-    from search_spaces._io import atomic_write_bytes, atomic_write_text
+    from search_spaces.files import atomic_write_bytes, atomic_write_text
     from search_spaces.export import export_onnx
 
     out = Path(out_dir)

@@ -54,7 +54,7 @@ from typing import Any, Literal
 import numpy as np
 import onnxruntime as ort
 
-from latency.device import DeviceFingerprint, _checked_fields, device_fingerprint, device_lock
+from latency.device import DeviceFingerprint, checked_fields, device_fingerprint, device_lock
 
 __all__ = [
     "CONTENTION_P90_OVER_MEDIAN",
@@ -120,7 +120,7 @@ class LatencyError(ValueError):
     """A model cannot be measured (missing, corrupt, unsupported inputs, wrong precision)."""
 
 
-def _one_line(error: BaseException | str, limit: int = 300) -> str:
+def one_line(error: BaseException | str, limit: int = 300) -> str:
     text = " ".join(str(error).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -258,7 +258,7 @@ class MeasureConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MeasureConfig:
         """Inverse of :meth:`to_dict`; rejects unknown fields."""
-        return cls(**_checked_fields(cls, data))
+        return cls(**checked_fields(cls, data))
 
 
 def _is_int(value: Any) -> bool:
@@ -354,7 +354,7 @@ class SampleStats:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SampleStats:
         """Inverse of :meth:`to_dict`."""
-        return cls(**_checked_fields(cls, data))
+        return cls(**checked_fields(cls, data))
 
 
 def summarize(
@@ -537,7 +537,7 @@ class Measurement:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Measurement:
         """Inverse of :meth:`to_dict`; rejects unknown or missing fields."""
-        kwargs = _checked_fields(cls, data)
+        kwargs = checked_fields(cls, data)
         kwargs["fingerprint"] = DeviceFingerprint.from_dict(kwargs["fingerprint"])
         kwargs["input_shapes"] = tuple(
             (str(name), tuple(int(d) for d in shape)) for name, shape in kwargs["input_shapes"]
@@ -616,7 +616,7 @@ class PairedMeasurement:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PairedMeasurement:
         """Inverse of :meth:`to_dict`; rejects unknown or missing fields."""
-        kwargs = _checked_fields(cls, data)
+        kwargs = checked_fields(cls, data)
         for side in ("a", "b"):
             kwargs[side] = SampleStats.from_dict(kwargs[side])
             kwargs[f"fingerprint_{side}"] = DeviceFingerprint.from_dict(
@@ -663,7 +663,7 @@ def _read_model(model: Any) -> tuple[bytes, str | None, str]:
         try:
             data = path.read_bytes()
         except OSError as error:
-            raise LatencyError(f"cannot read ONNX model {path}: {_one_line(error)}") from None
+            raise LatencyError(f"cannot read ONNX model {path}: {one_line(error)}") from None
         if not data:
             raise LatencyError(f"ONNX model file is empty: {path}")
         return data, str(path), str(path)
@@ -691,7 +691,7 @@ def _model_op_types(data: bytes, label: str) -> set[str]:
     try:
         proto = onnx.load_model_from_string(data)
     except Exception as error:  # noqa: BLE001 - any parse failure means a corrupt model
-        raise LatencyError(f"cannot parse ONNX model {label}: {_one_line(error)}") from None
+        raise LatencyError(f"cannot parse ONNX model {label}: {one_line(error)}") from None
     ops = {node.op_type for node in proto.graph.node}
     for function in proto.functions:
         ops.update(node.op_type for node in function.node)
@@ -750,7 +750,7 @@ def _load(model: Any, cfg: MeasureConfig, precision: str) -> _LoadedModel:
             providers=[_PROVIDER],
         )
     except Exception as error:  # noqa: BLE001 - ORT raises several unrelated types
-        raise LatencyError(f"cannot load ONNX model {label}: {_one_line(error)}") from None
+        raise LatencyError(f"cannot load ONNX model {label}: {one_line(error)}") from None
     _check_precision(data, label, precision)
     feeds, shapes = _input_feeds(session, label, cfg.seed)
     loaded = _LoadedModel(
@@ -763,7 +763,7 @@ def _load(model: Any, cfg: MeasureConfig, precision: str) -> _LoadedModel:
     try:
         loaded.run()  # fail here, with a clear message, rather than inside the timed loop
     except Exception as error:  # noqa: BLE001
-        raise LatencyError(f"{label}: inference failed: {_one_line(error)}") from None
+        raise LatencyError(f"{label}: inference failed: {one_line(error)}") from None
     return loaded
 
 

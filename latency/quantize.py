@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from latency.device import cpu_info
-from latency.measure import LatencyError, MeasureConfig, Measurement, _one_line, measure_onnx
+from latency.measure import LatencyError, MeasureConfig, Measurement, one_line, measure_onnx
 
 __all__ = ["quantize_and_measure", "quantize_int8"]
 
@@ -39,7 +39,7 @@ def _model_inputs(model_path: Path) -> list[tuple[str, list[Any]]]:
     try:
         proto = onnx.load(str(model_path), load_external_data=False)
     except Exception as error:  # noqa: BLE001 - any parse failure means a corrupt model
-        raise LatencyError(f"cannot parse ONNX model {model_path}: {_one_line(error)}") from None
+        raise LatencyError(f"cannot parse ONNX model {model_path}: {one_line(error)}") from None
     initializers = {init.name for init in proto.graph.initializer}
     inputs = []
     for value in proto.graph.input:
@@ -184,7 +184,7 @@ def quantize_int8(
                 quant_pre_process(str(source), str(model_for_quant))
             except Exception as error:  # noqa: BLE001 - surface ORT's reason on one line
                 raise LatencyError(
-                    f"quant_pre_process failed on {source}: {_one_line(error)}"
+                    f"quant_pre_process failed on {source}: {one_line(error)}"
                 ) from None
         staged = Path(tmp) / "quantized.onnx"
         try:
@@ -199,7 +199,7 @@ def quantize_int8(
                 weight_type=QuantType.QInt8,
             )
         except Exception as error:  # noqa: BLE001
-            raise LatencyError(f"quantize_static failed on {source}: {_one_line(error)}") from None
+            raise LatencyError(f"quantize_static failed on {source}: {one_line(error)}") from None
         # Rename within the destination directory so that readers never see a partial file.
         fd, partial = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
         os.close(fd)

@@ -28,9 +28,27 @@ from typing import Callable
 
 import numpy as np
 
-from nas.evaluate import EvalConfig, EvalResult, candidate_latency, latency_table
+from evaluation import configs, rundir
+from evaluation.evaluate import EvalConfig, EvalResult, candidate_latency, latency_table
+from evaluation.rundir import (
+    CONFIG_FILE,
+    FOUND_FILE,
+    FOUND_METRICS_FILE,
+    FOUND_WEIGHTS_FILE,
+    LOG_FILE,
+    PARETO_FILE,
+    REMEASURED_FILE,
+    STUDY_FILE,
+    TRIALS_FILE,
+    WEIGHTS_DIR,
+    atomic_write_bytes,
+    atomic_write_text,
+    environment,
+    log_line,
+    missing_dirs,
+    write_csv,
+)
 from search_spaces import ArchSpec, references
-from search_spaces._io import atomic_write_bytes, atomic_write_text
 
 PRESETS = {
     # MobileNetV3 §4.1: Large reused MnasNet's search (w = −0.07) with A1 as the seed; Small was a
@@ -38,11 +56,9 @@ PRESETS = {
     "large": {"space": "mobilenetv3", "alpha": -0.07, "beta": -0.07, "target_like": "mnasnet_a1"},
     "small": {"space": "mobilenetv3_small", "alpha": -0.15, "beta": -0.15, "target_like": "mobilenetv3_small"},
 }
-CONFIG_FILE = "config.json"
 CALIBRATION_NETWORKS = 12  # whole networks the table's calibration is fitted on before a first search
-STUDY_FILE = "study.journal"
 STUDY_NAME = "search"
-START_FILES = (CONFIG_FILE, "log.txt", STUDY_FILE, "weights")  # what a new search writes before its first trial
+START_FILES = (CONFIG_FILE, LOG_FILE, STUDY_FILE, WEIGHTS_DIR)  # what a new search writes before its first trial
 
 
 class SearchError(ValueError):
@@ -94,34 +110,20 @@ class SearchConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SearchConfig":
-        d = dict(d)
-        d["eval"] = EvalConfig(**d.get("eval", {}))
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in d.items() if k in known})
+    def from_dict(cls, d: dict, where: str = "search config") -> "SearchConfig":
+        """From :meth:`to_dict`'s form; an unknown key (here or in ``eval``) is a :class:`SearchError`."""
+        return configs.from_dict(cls, d, where=where, error=SearchError, nested={"eval": EvalConfig})
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> "SearchConfig":
+        """The configuration a search run directory was started with (what ``--resume`` continues)."""
+        where = str(Path(run_dir) / CONFIG_FILE)
+        return cls.from_dict(rundir.load_config(run_dir, "search", "search", SearchError), where)
 
 
 # ------------------------------------------------------------------------------------------------
 # Run directory
 # ------------------------------------------------------------------------------------------------
-
-
-def prepare_run_dir(path: Path, force: bool) -> None:
-    """Create ``path``; refuse one that already holds a run unless ``force`` (then it is cleared)."""
-    if path.exists() and not path.is_dir():
-        raise SearchError(f"run directory {path} exists and is not a directory")
-    if path.exists() and any(path.iterdir()):
-        if not force:
-            raise SearchError(f"run directory {path} is not empty; use --resume {path} to continue it, "
-                              "--force to overwrite it, or another --run-dir")
-        shutil.rmtree(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise SearchError(f"run directory {path} is not writable ({e.strerror})") from None
 
 
 def repair_journal(path: Path) -> bool:
@@ -143,51 +145,13 @@ def repair_journal(path: Path) -> bool:
     return True
 
 
-def environment() -> dict:
-    import onnxruntime
-    import optuna
-    import ray
-    import torch
-
-    return {"python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__, "optuna": optuna.__version__, "ray": ray.__version__,
-            "numpy": np.__version__, "cpus": os.cpu_count(), "argv": sys.argv}
-
-
-def log_line(run_dir: Path, line: str, echo: Callable[[str], None] | None) -> None:
-    """Append ``line`` with the time to ``run_dir/log.txt`` and pass it to ``echo`` (if any)."""
-    with open(Path(run_dir) / "log.txt", "a") as f:
-        f.write(time.strftime("%H:%M:%S ") + line + "\n")
-    if echo:
-        echo(line)
-
-
-def read_json(path: Path, error: type[Exception] = SearchError):
-    """The JSON content of a run-directory file; ``error`` (one line naming the file) if it is not JSON."""
-    try:
-        return json.loads(Path(path).read_bytes())
-    except json.JSONDecodeError as e:
-        raise error(f"{path} is not valid JSON (line {e.lineno} col {e.colno}): {e.msg}") from None
-    except UnicodeDecodeError:
-        raise error(f"{path} is not valid JSON (not UTF-8 text)") from None
-
-
-def _missing_dirs(path: Path) -> list[Path]:
-    """``path`` and those of its parents that do not exist yet, deepest first."""
-    missing, p = [], path.absolute()
-    while not p.exists() and p != p.parent:
-        missing.append(p)
-        p = p.parent
-    return missing
-
-
 def remove_failed_start(run_dir: Path, created: list[Path]) -> None:
     """Undo a new search that failed before its first trial: delete the files it wrote and the
     directories it created (``created``, deepest first). Nothing else is touched: a run directory that
     holds anything but :data:`START_FILES` (or weights) is left as it is, and so is one that existed."""
     try:
         names = {p.name for p in run_dir.iterdir()}
-        weights = run_dir / "weights"
+        weights = run_dir / WEIGHTS_DIR
         if not names <= set(START_FILES) or (weights.is_dir() and any(weights.iterdir())):
             return
         for name in names:
@@ -224,17 +188,6 @@ def trial_rows(study, space, remeasured: dict[int, float]) -> list[dict]:
         row.update({n: t.params.get(n) for n in names})
         rows.append(row)
     return rows
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        atomic_write_text(path, "")
-        return
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
 
 
 def pareto_front(rows: list[dict]) -> list[dict]:
@@ -333,7 +286,7 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, force: bool = False,
     A new search that fails before its first trial (an unreachable target, a table lacking entries,
     Ray not starting, ...) removes what it wrote, and the run directory (and parents) it created.
     """
-    created = [] if resume else _missing_dirs(Path(cfg.run_dir))
+    created = [] if resume else missing_dirs(Path(cfg.run_dir))
     progress = {"prepared": False, "asked": False}
     try:
         return _run_search(cfg, resume, force, echo, progress)
@@ -349,8 +302,8 @@ def _run_search(cfg: SearchConfig, resume: bool, force: bool, echo: Callable[[st
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    from nas.data import load_dataset
-    from nas.execution import RayPool, WorkerLostError
+    from evaluation.data import load_dataset
+    from evaluation.execution import RayPool, WorkerLostError
     from nas.rewards import RewardConfig
     from nas.searchers import SEARCHERS, distributions, make_sampler, study_directions
     from search_spaces.spaces import get_space
@@ -368,7 +321,7 @@ def _run_search(cfg: SearchConfig, resume: bool, force: bool, echo: Callable[[st
         if not (run_dir / CONFIG_FILE).exists():
             raise SearchError(f"{run_dir} holds no search to resume (no {CONFIG_FILE})")
     else:
-        prepare_run_dir(run_dir, force)
+        rundir.prepare_run_dir(run_dir, force, SearchError)
         progress["prepared"] = True
 
     data = load_dataset(cfg.eval.dataset, cfg.eval.data_dir)  # fail fast, before Ray starts
@@ -437,9 +390,9 @@ def _run_search(cfg: SearchConfig, resume: bool, force: bool, echo: Callable[[st
                    if t.state == optuna.trial.TrialState.COMPLETE
                    or (t.state == optuna.trial.TrialState.FAIL and "error" in t.user_attrs))
 
-    remeasured_path = run_dir / "remeasured.json"
+    remeasured_path = run_dir / REMEASURED_FILE
     remeasured = {int(k): v for k, v in json.loads(remeasured_path.read_text()).items()} if remeasured_path.exists() else {}
-    weights_dir = run_dir / "weights"
+    weights_dir = run_dir / WEIGHTS_DIR
     weights_dir.mkdir(exist_ok=True)
 
     pool = RayPool(address=cfg.ray_address, cpus_per_trial=cfg.cpus_per_trial, max_retries=cfg.max_retries)
@@ -459,7 +412,7 @@ def _run_search(cfg: SearchConfig, resume: bool, force: bool, echo: Callable[[st
             done_count = finished()
             rows = trial_rows(study, space, remeasured)
             _prune_weights(weights_dir, rows, cfg.top_k)
-            write_csv(run_dir / "trials.csv", rows)
+            write_csv(run_dir / TRIALS_FILE, rows)
             log_line(run_dir, _progress_line(rows, done_count, cfg.trials, durations, slots, res, trial.number), echo)
 
         while done_count + len(in_flight) < cfg.trials or in_flight:
@@ -491,8 +444,8 @@ def _run_search(cfg: SearchConfig, resume: bool, force: bool, echo: Callable[[st
     rows = trial_rows(study, space, remeasured)
     found, metrics = _finish(cfg, study, space, rows, remeasured, remeasured_path, reward_cfg, run_dir, echo)
     rows = trial_rows(study, space, remeasured)
-    write_csv(run_dir / "trials.csv", rows)
-    write_csv(run_dir / "pareto.csv", pareto_front(rows))
+    write_csv(run_dir / TRIALS_FILE, rows)
+    write_csv(run_dir / PARETO_FILE, pareto_front(rows))
     completed = sum(r["state"] == "COMPLETE" for r in rows)
     failed = sum(r["state"] == "FAIL" and r["error"] is not None for r in rows)
     return SearchOutcome(run_dir, found, metrics, completed, failed, time.perf_counter() - t_start)
@@ -599,14 +552,14 @@ def _finish(cfg, study, space, rows, remeasured, remeasured_path, reward_cfg, ru
     row, spec = best
     name = f"{cfg.space}-{cfg.searcher}-trial{row['number']}"
     found = spec.replace(name=name)
-    found.save(run_dir / "found.json")
+    found.save(run_dir / FOUND_FILE)
     metrics = {"trial": row["number"], "arch_id": found.arch_id, "accuracy": row["accuracy"],
                "latency_measured_ms": remeasured[row["number"]], "latency_predicted_ms": row["latency_predicted_ms"],
                "reward": best_reward, "target_ms": reward_cfg.target_ms, "madds": row["madds"],
                "params": row["params"], "deploy_resolution": cfg.eval.deploy_resolution,
                "train_resolution": cfg.eval.train.get("resolution_px", 32), "dataset": cfg.eval.dataset}
-    atomic_write_text(run_dir / "found_metrics.json", json.dumps(metrics, indent=2))
-    weights = run_dir / "weights" / f"trial_{row['number']}.pt"
+    atomic_write_text(run_dir / FOUND_METRICS_FILE, json.dumps(metrics, indent=2))
+    weights = run_dir / WEIGHTS_DIR / f"trial_{row['number']}.pt"
     if weights.exists():
-        shutil.copyfile(weights, run_dir / "found.pt")
+        shutil.copyfile(weights, run_dir / FOUND_WEIGHTS_FILE)
     return found, metrics

@@ -24,8 +24,6 @@ weights), so a killed run loses at most the iteration in progress; see :func:`ru
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import time
@@ -33,18 +31,30 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from nas.evaluate import EvalConfig, latency_table
-from nas.search import log_line, read_json
+from evaluation import configs, rundir
+from evaluation.evaluate import EvalConfig, latency_table, load_weights, score_task, train_task, weights_bytes
+from evaluation.rundir import (
+    BASELINE_FILE,
+    CONFIG_FILE,
+    FINAL_METRICS_FILE,
+    REFINED_FILE,
+    REFINED_ONNX_FILE,
+    REFINED_WEIGHTS_FILE,
+    START_FILE,
+    STATE_FILE,
+    TRAJECTORY_FILE,
+    WEIGHTS_DIR,
+    atomic_write_bytes,
+    atomic_write_text,
+    environment,
+    log_line,
+    read_json,
+)
 from search_spaces import ArchSpec, count, resolve_arch
-from search_spaces._io import atomic_write_bytes, atomic_write_text
 
-CONFIG_FILE = "config.json"
-STATE_FILE = "state.json"
-TRAJECTORY_FILE = "trajectory.csv"
 TRAJECTORY_FIELDS = ("iteration", "proposal", "kind", "group", "blocks", "old_width", "new_width", "accuracy",
                      "delta_acc", "latency_pred_ms", "delta_latency_pred_ms", "latency_measured_ms",
                      "delta_latency_measured_ms", "madds", "params", "slope", "chosen", "error")
-MAX_CHECKPOINT_BYTES = 2_000_000_000
 DEFAULT_STEPS = 50  # paper: T = 10,000 on TPUs; scaled for 2 CPU cores (see README)
 
 
@@ -109,11 +119,15 @@ class RefineConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RefineConfig":
-        d = dict(d)
-        d["eval"] = EvalConfig(**d.get("eval", {}))
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in d.items() if k in known})
+    def from_dict(cls, d: dict, where: str = "refine config") -> "RefineConfig":
+        """From :meth:`to_dict`'s form; an unknown key (here or in ``eval``) is a :class:`RefineError`."""
+        return configs.from_dict(cls, d, where=where, error=RefineError, nested={"eval": EvalConfig})
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> "RefineConfig":
+        """The configuration a NetAdapt run directory was started with (what ``--resume`` continues)."""
+        where = str(Path(run_dir) / CONFIG_FILE)
+        return cls.from_dict(rundir.load_config(run_dir, "refine", "refinement", RefineError), where)
 
     def check(self) -> None:
         if (self.target_ms is None) == (self.reduction is None):
@@ -141,97 +155,22 @@ class RefineOutcome:
 
 
 # ------------------------------------------------------------------------------------------------
-# Ray tasks (module-level functions of plain data, like nas.evaluate.evaluate_candidate)
+# Ray tasks (module-level functions of plain data, like evaluation.evaluate.evaluate_candidate)
 # ------------------------------------------------------------------------------------------------
 
 
-def load_weights(data: bytes | str | Path) -> dict:
-    """A state dict from checkpoint bytes or a file, loaded with ``weights_only=True`` (no pickled code runs)."""
-    import torch
-
-    if not isinstance(data, bytes):
-        path = Path(data)
-        try:
-            size = path.stat().st_size
-        except OSError as e:
-            raise RefineError(f"cannot read weights {path}: {e.strerror}") from None
-        if size > MAX_CHECKPOINT_BYTES:
-            raise RefineError(f"weights {path} are {size} bytes; at most {MAX_CHECKPOINT_BYTES} allowed")
-        data = path.read_bytes()
-    try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise RefineError(f"not a weights-only PyTorch checkpoint ({str(e).splitlines()[0][:200]})") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise RefineError("the checkpoint does not hold a state dict of tensors")
-    return state
-
-
-def _weights_bytes(state: dict) -> bytes:
-    import torch
-
-    buf = io.BytesIO()
-    torch.save({k: v.contiguous() for k, v in state.items()}, buf)
-    return buf.getvalue()
-
-
-def train_task(parent_json: str, child_json: str | None, parent_weights: bytes | None, cfg: EvalConfig,
-               train: dict, seed: int, test: bool = False) -> dict:
-    """Build the child (default: the parent), inherit the parent's weights (if any), train, score.
-
-    Returns accuracy on the held-out split (and the test split when ``test``), the trained weights,
-    and timings; a diverged or broken run comes back with ``error`` set, not raised.
-    """
-    import torch
-
+def finetune_task(parent_json: str, child_json: str, parent_weights: bytes, cfg: EvalConfig, train: dict,
+                  seed: int, test: bool = False) -> dict:
+    """Build the child, inherit the parent's weights (largest L2 norm, :mod:`netadapt.channels`), train,
+    score: :func:`evaluation.evaluate.train_task` with NetAdapt's weight inheritance."""
     from netadapt.channels import inherit_weights
-    from nas.evaluate import dataset_split
-    from nas.training import TrainConfig, TrainingDiverged, evaluate, train_model
-    from search_spaces.builder import build_model
 
-    parent = ArchSpec.from_json(parent_json)
-    child = ArchSpec.from_json(child_json) if child_json else parent
-    out: dict = {"arch_id": child.arch_id, "accuracy": None, "test_accuracy": None, "weights": None, "error": None}
-    t0 = time.perf_counter()
-    try:
-        data, train_idx, val_idx = dataset_split(cfg)
-        torch.manual_seed(seed)
-        model = build_model(child)
-        if parent_weights is not None:
-            model.load_state_dict(inherit_weights(parent, load_weights(parent_weights), child))
-        tcfg = TrainConfig(**{**train, "seed": seed, "in_channels": child.in_channels})
-        tr = train_model(model, data, train_idx, val_idx, tcfg)
-        out.update(accuracy=tr.val_accuracy, val_loss=tr.val_loss, steps=tr.steps, train_s=tr.train_time_s)
-        if test:
-            out["test_accuracy"], _ = evaluate(model, data.test_images, data.test_labels, tcfg, stats=tr.input_stats)
-        out["weights"] = _weights_bytes(model.state_dict())
-    except TrainingDiverged as e:
-        out["error"] = str(e)
-    except (ValueError, RuntimeError) as e:
-        out["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]
-    out["total_s"] = time.perf_counter() - t0
-    return out
+    parent, child = ArchSpec.from_json(parent_json), ArchSpec.from_json(child_json)
 
+    def inherit(model) -> None:
+        model.load_state_dict(inherit_weights(parent, load_weights(parent_weights), child))
 
-def score_task(spec_json: str, weights: bytes, cfg: EvalConfig, train: dict, test: bool = False) -> dict:
-    """Held-out (and test) accuracy of trained weights, without training."""
-    from nas.evaluate import dataset_split
-    from nas.training import TrainConfig, channel_stats, evaluate
-    from search_spaces.builder import build_model
-
-    spec = ArchSpec.from_json(spec_json)
-    data, train_idx, val_idx = dataset_split(cfg)
-    tcfg = TrainConfig(**{**train, "in_channels": spec.in_channels})
-    model = build_model(spec)
-    model.load_state_dict(load_weights(weights))
-    stats = channel_stats(data.train_images[train_idx])
-    acc, _ = evaluate(model, data.train_images[val_idx], data.train_labels[val_idx], tcfg, stats=stats)
-    out = {"accuracy": acc, "test_accuracy": None}
-    if test:
-        out["test_accuracy"], _ = evaluate(model, data.test_images, data.test_labels, tcfg, stats=stats)
-    return out
+    return train_task(child_json, cfg, train, seed, test, init=inherit)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -240,11 +179,7 @@ def score_task(spec_json: str, weights: bytes, cfg: EvalConfig, train: dict, tes
 
 
 def _write_trajectory(run_dir: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=TRAJECTORY_FIELDS, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(run_dir / TRAJECTORY_FILE, buf.getvalue())
+    rundir.write_csv(run_dir / TRAJECTORY_FILE, rows, TRAJECTORY_FIELDS)
 
 
 class Latency:
@@ -328,9 +263,8 @@ def _metrics(spec: ArchSpec, accuracy, latency_pred, latency_measured=None, **ex
 def run_refine(cfg: RefineConfig, *, resume: bool = False, force: bool = False,
                echo: Callable[[str], None] | None = print) -> RefineOutcome:
     """Run (or resume) a refinement; see the module docstring. Returns where the result is."""
-    from nas.data import load_dataset
-    from nas.execution import RayPool
-    from nas.search import environment, prepare_run_dir
+    from evaluation.data import load_dataset
+    from evaluation.execution import RayPool
 
     t_start = time.perf_counter()
     run_dir = Path(cfg.run_dir)
@@ -343,7 +277,7 @@ def run_refine(cfg: RefineConfig, *, resume: bool = False, force: bool = False,
         if not isinstance(state, dict) or "stage" not in state:
             raise RefineError(f"{state_path} holds no refinement state (no \"stage\")")
     else:
-        prepare_run_dir(run_dir, force)
+        rundir.prepare_run_dir(run_dir, force, RefineError)
         state = None
 
     data = load_dataset(cfg.eval.dataset, cfg.eval.data_dir)  # fail fast, before Ray starts
@@ -376,7 +310,7 @@ def run_refine(cfg: RefineConfig, *, resume: bool = False, force: bool = False,
     finally:
         if pool is not None:
             pool.shutdown()
-    metrics = json.loads((run_dir / "final_metrics.json").read_text())
+    metrics = json.loads((run_dir / FINAL_METRICS_FILE).read_text())
     return RefineOutcome(run_dir, metrics, time.perf_counter() - t_start)
 
 
@@ -399,7 +333,7 @@ def _begin(cfg: RefineConfig, start: ArchSpec, lat: Latency, run_dir: Path, echo
     if target < floor:
         raise RefineError(f"target {target:.3f} ms cannot be reached from {start.name or cfg.arch}: even with every "
                           f"layer at {cfg.min_width} channels it takes about {floor:.3f} ms on this device")
-    start.save(run_dir / "start.json")
+    start.save(run_dir / START_FILE)
     log_line(run_dir, f"start {start.name}: predicted {l0:.3f} ms"
                       + (f", measured {measured:.3f} ms" if measured else "")
                       + f" at {lat.resolution}²; target {target:.3f} ms {basis} ({1 - target / l0_basis:.1%} faster); "
@@ -412,7 +346,7 @@ def _begin(cfg: RefineConfig, start: ArchSpec, lat: Latency, run_dir: Path, echo
             inherit_weights(start, weights, start)
         except ValueError as e:
             raise RefineError(f"--weights {cfg.weights} do not fit {cfg.arch}: {e}") from None
-        atomic_write_bytes(run_dir / "weights" / "start.pt", _weights_bytes(weights))
+        atomic_write_bytes(run_dir / WEIGHTS_DIR / "start.pt", weights_bytes(weights))
     return {"stage": "iterate" if cfg.weights else "pretrain", "iteration": 0, "target_ms": target,
             "delta_ms": delta, "floor_ms": floor, "l0_pred_ms": l0, "l0_measured_ms": measured, "basis": basis,
             "start": start.to_dict(), "current": {"spec": start.to_dict(), "weights": "weights/start.pt",
@@ -425,11 +359,11 @@ def _pretrain(cfg: RefineConfig, state: dict, pool, run_dir: Path, echo) -> dict
     spec = ArchSpec.from_dict(state["start"])
     log_line(run_dir, f"no --weights: training the start network for {cfg.pretrain_epochs:g} epochs first", echo)
     cpus = pool.node_cpus  # one task alone: it may use a whole node
-    res = pool.result(pool.call(train_task, spec.to_json(), None, None, cfg.eval,
+    res = pool.result(pool.call(train_task, spec.to_json(), cfg.eval,
                                 _train_cfg(cfg, epochs=cfg.pretrain_epochs, threads=cpus), cfg.seed, num_cpus=cpus))
     if res["error"]:
         raise RefineError(f"training the start network failed: {res['error']}")
-    atomic_write_bytes(run_dir / "weights" / "start.pt", res["weights"])
+    atomic_write_bytes(run_dir / WEIGHTS_DIR / "start.pt", res["weights"])
     log_line(run_dir, f"start network trained: held-out accuracy {res['accuracy']:.4f} ({res['total_s']:.0f} s)", echo)
     return {**state, "stage": "iterate"}
 
@@ -443,7 +377,7 @@ def _start_row(state: dict, spec: ArchSpec, accuracy: float) -> dict:
 
 def _iterate(cfg: RefineConfig, state: dict, pool, lat: Latency, run_dir: Path, echo) -> dict:
     """One NetAdapt iteration (or the decision that none is needed): returns the next state."""
-    from nas.execution import WorkerLostError
+    from evaluation.execution import WorkerLostError
     from netadapt.proposals import make_proposals
 
     cur = state["current"]
@@ -474,7 +408,7 @@ def _iterate(cfg: RefineConfig, state: dict, pool, lat: Latency, run_dir: Path, 
     t0 = time.perf_counter()
     parent_ref = pool.put(weights)
     seed = cfg.seed * 100_003 + k  # one seed per iteration: every proposal sees the same batches
-    refs = [pool.call(train_task, spec.to_json(), p.spec.to_json(), parent_ref, cfg.eval,
+    refs = [pool.call(finetune_task, spec.to_json(), p.spec.to_json(), parent_ref, cfg.eval,
                       _finetune(cfg, steps=cfg.steps), seed) for p in proposals]
     results = []
     for ref in refs:
@@ -532,7 +466,7 @@ def choose(rows: list[dict], metric: str) -> int | None:
 
 def _prune_weights(run_dir: Path, state: dict) -> None:
     """Delete iteration weights the saved state no longer points at (after the state is written)."""
-    for p in (run_dir / "weights").glob("iter_*.pt"):
+    for p in (run_dir / WEIGHTS_DIR).glob("iter_*.pt"):
         if f"weights/{p.name}" != state["current"]["weights"]:
             p.unlink(missing_ok=True)
 
@@ -565,15 +499,15 @@ def _finish(cfg: RefineConfig, state: dict, pool, lat: Latency, run_dir: Path, e
     cur = state["current"]
     refined = ArchSpec.from_dict(cur["spec"])
     weights = (run_dir / cur["weights"]).read_bytes()
-    start_weights = (run_dir / "weights" / "start.pt").read_bytes()
+    start_weights = (run_dir / WEIGHTS_DIR / "start.pt").read_bytes()
     steps_final = None
     jobs = {}
     if cfg.retrain:
         length = {"epochs": cfg.final_epochs} if cfg.final_epochs else {"epochs": cfg.pretrain_epochs}
-        jobs["refined"] = pool.call(train_task, refined.to_json(), None, None, cfg.eval, _train_cfg(cfg, **length),
+        jobs["refined"] = pool.call(train_task, refined.to_json(), cfg.eval, _train_cfg(cfg, **length),
                                     cfg.seed, True)
     elif cfg.final_epochs:
-        jobs["refined"] = pool.call(train_task, refined.to_json(), None, weights, cfg.eval,
+        jobs["refined"] = pool.call(finetune_task, refined.to_json(), refined.to_json(), weights, cfg.eval,
                                     _finetune(cfg, epochs=cfg.final_epochs), cfg.seed, True)
     else:
         jobs["refined"] = pool.call(score_task, refined.to_json(), weights, cfg.eval, _train_cfg(cfg), True)
@@ -583,13 +517,13 @@ def _finish(cfg: RefineConfig, state: dict, pool, lat: Latency, run_dir: Path, e
         base_spec, multiplier = _baseline_spec(start, lat, cur["latency_pred_ms"])
         base_spec = base_spec.replace(name=f"{start.name}@x{multiplier:.3f}")
         if cfg.retrain:
-            jobs["baseline"] = pool.call(train_task, base_spec.to_json(), None, None, cfg.eval,
+            jobs["baseline"] = pool.call(train_task, base_spec.to_json(), cfg.eval,
                                          _train_cfg(cfg, epochs=cfg.final_epochs or cfg.pretrain_epochs), cfg.seed, True)
         else:
             # the same fine-tuning budget the refined network had: its path's steps plus the final epochs
             n_train = _train_size(cfg)
             steps_final = math.ceil(cfg.final_epochs * n_train / _train_cfg(cfg)["batch_size"]) if cfg.final_epochs else 0
-            jobs["baseline"] = pool.call(train_task, start.to_json(), base_spec.to_json(), start_weights, cfg.eval,
+            jobs["baseline"] = pool.call(finetune_task, start.to_json(), base_spec.to_json(), start_weights, cfg.eval,
                                          _finetune(cfg, steps=max(1, state["path_steps"] + steps_final)), cfg.seed,
                                          True)
         log_line(run_dir, f"baseline: {start.name} at width multiplier {multiplier:.3f} "
@@ -600,9 +534,9 @@ def _finish(cfg: RefineConfig, state: dict, pool, lat: Latency, run_dir: Path, e
         if res.get("error"):
             raise RefineError(f"final training of the {name} network failed: {res['error']}")
     final_weights = results["refined"].get("weights") or weights
-    atomic_write_bytes(run_dir / "refined.pt", final_weights)
-    refined.save(run_dir / "refined.json")
-    export_onnx(refined.replace(resolution=lat.resolution), run_dir / "refined.onnx")
+    atomic_write_bytes(run_dir / REFINED_WEIGHTS_FILE, final_weights)
+    refined.save(run_dir / REFINED_FILE)
+    export_onnx(refined.replace(resolution=lat.resolution), run_dir / REFINED_ONNX_FILE)
     log_line(run_dir, "measuring start, result" + (" and baseline" if cfg.baseline else "") + " on the device", echo)
     metrics = {
         "start": _metrics(start, results["start"]["accuracy"], state["l0_pred_ms"], lat.measure(start),
@@ -615,12 +549,12 @@ def _finish(cfg: RefineConfig, state: dict, pool, lat: Latency, run_dir: Path, e
         "deploy_resolution": lat.resolution, "dataset": cfg.eval.dataset,
     }
     if cfg.baseline:
-        base_spec.save(run_dir / "baseline.json")
+        base_spec.save(run_dir / BASELINE_FILE)
         metrics["baseline"] = _metrics(base_spec, results["baseline"]["accuracy"], lat.predict(base_spec),
                                        lat.measure(base_spec), test_accuracy=results["baseline"]["test_accuracy"],
                                        width_multiplier=multiplier)
     metrics["wall_s"] = wall_s
-    atomic_write_text(run_dir / "final_metrics.json", json.dumps(metrics, indent=2))
+    atomic_write_text(run_dir / FINAL_METRICS_FILE, json.dumps(metrics, indent=2))
     s, r = metrics["start"], metrics["refined"]
     line = (f"result: {refined.name}: held-out accuracy {r['accuracy']:.4f} (start {s['accuracy']:.4f}), test "
             f"{r['test_accuracy']:.4f} (start {s['test_accuracy']:.4f}); measured {r['latency_measured_ms'] or float('nan'):.3f} ms "
@@ -634,7 +568,7 @@ def _finish(cfg: RefineConfig, state: dict, pool, lat: Latency, run_dir: Path, e
 
 
 def _train_size(cfg: RefineConfig) -> int:
-    from nas.evaluate import dataset_split
+    from evaluation.evaluate import dataset_split
 
     _, train_idx, _ = dataset_split(cfg.eval)
     return len(train_idx)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from search_spaces._io import atomic_write_bytes
+from search_spaces.files import atomic_write_bytes
 from search_spaces.spec import ArchSpec
 
 OPSET = 17

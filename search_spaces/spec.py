@@ -213,7 +213,7 @@ class ArchSpec:
 
     def save(self, path: str | Path) -> None:
         """Write atomically (temp file + rename), so a crash never leaves half a spec."""
-        from search_spaces._io import atomic_write_text
+        from search_spaces.files import atomic_write_text
 
         atomic_write_text(Path(path), self.to_json() + "\n")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas.evaluate import EvalConfig
+from evaluation.evaluate import EvalConfig
 from nas.search import SearchConfig, SearchError, run_search
 from search_spaces import load
 from search_spaces.builder import build_model
@@ -106,7 +106,7 @@ def test_a_proposed_duplicate_reuses_the_earlier_result(tmp_path):
     # Enqueue the first trial's decisions again, as a searcher might propose them.
     import optuna
 
-    from nas.search import STUDY_FILE
+    from evaluation.rundir import STUDY_FILE
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
@@ -124,7 +124,7 @@ def test_a_proposed_duplicate_reuses_the_earlier_result(tmp_path):
 def test_search_and_refine_log_through_one_helper(tmp_path):
     import netadapt.refine
     import nas.search
-    from nas.search import log_line
+    from evaluation.rundir import log_line
 
     echoed = []
     log_line(tmp_path, "first", echoed.append)
@@ -146,12 +146,12 @@ def test_measured_latency_search_logs_only_what_it_knows(tmp_path):
 
 
 def test_a_failed_start_leaves_no_run_directory_behind(tmp_path, monkeypatch):
-    import nas.execution
+    import evaluation.execution
 
     def no_ray(**kwargs):
         raise RuntimeError("Ray did not start")
 
-    monkeypatch.setattr(nas.execution, "RayPool", no_ray)  # fails after config.json, log.txt and the journal
+    monkeypatch.setattr(evaluation.execution, "RayPool", no_ray)  # fails after config.json, log.txt and the journal
     cfg = tiny(tmp_path / "runs" / "run", target_ms=5.0, eval={"latency": "measured"})
     with pytest.raises(RuntimeError, match="Ray did not start"):
         run_search(cfg, echo=None)

@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas.evaluate import EvalConfig
+from evaluation.evaluate import EvalConfig
 from nas.search import SearchConfig, run_search
-from netadapt.refine import RefineConfig, RefineError, load_weights, run_refine
+from evaluation.evaluate import WeightsError, load_weights
+from netadapt.refine import RefineConfig, RefineError, run_refine
 from search_spaces import load
 from search_spaces.builder import build_model
 
@@ -149,10 +150,10 @@ def test_a_malicious_checkpoint_does_not_run_code(tmp_path):
     _Exploit.marker = tmp_path / "pwned"
     bad = tmp_path / "bad.pt"
     bad.write_bytes(pickle.dumps({"layers.0.conv.0.weight": _Exploit()}))
-    with pytest.raises(RefineError, match="weights-only"):
+    with pytest.raises(WeightsError, match="weights-only"):
         load_weights(bad)
     assert not _Exploit.marker.exists()
-    with pytest.raises(RefineError, match="cannot read"):
+    with pytest.raises(WeightsError, match="cannot read"):
         load_weights(tmp_path / "missing.pt")
 
 
@@ -160,7 +161,7 @@ def test_cli_errors_are_one_line(tmp_path):
     env = {**os.environ, "HWNAS_CACHE_DIR": str(tmp_path / "cache")}
     for args in (["--arch", "no_such_net", "--reduction", "0.2"], ["--arch", "mobilenetv3_small", "--reduction", "2"],
                  ["--resume", str(tmp_path)]):
-        p = subprocess.run([sys.executable, "-m", "netadapt.cli", "refine", *args, "--run-dir", str(tmp_path / "r")],
+        p = subprocess.run([sys.executable, "-m", "hwnas.cli_netadapt", "refine", *args, "--run-dir", str(tmp_path / "r")],
                            capture_output=True, text=True, env=env, timeout=120)
         assert p.returncode == 2, p.stderr
         assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
@@ -191,7 +192,7 @@ def test_resume_with_a_corrupt_run_file_names_the_file(tmp_path):
     for files, hint in cases:
         for name, text in files.items():
             (run / name).write_bytes(text if isinstance(text, bytes) else text.encode())
-        p = subprocess.run([sys.executable, "-m", "netadapt.cli", "refine", "--resume", str(run)],
+        p = subprocess.run([sys.executable, "-m", "hwnas.cli_netadapt", "refine", "--resume", str(run)],
                            capture_output=True, text=True, env=env, timeout=120)
         assert p.returncode == 2, p.stderr
         assert p.stderr.startswith("netadapt: error: ") and len(p.stderr.strip().splitlines()) == 1, p.stderr
@@ -203,7 +204,7 @@ def test_killed_mid_iteration_then_resumed_loses_nothing(tmp_path):
     """SIGKILL the driver while iteration 2's proposals train; --resume finishes with a consistent trajectory."""
     env = {**os.environ, "HWNAS_CACHE_DIR": str(tmp_path / "cache")}
     run = tmp_path / "run"
-    args = [sys.executable, "-m", "netadapt.cli", "refine", "--arch", "mobilenetv3_small", "--reduction", "0.08",
+    args = [sys.executable, "-m", "hwnas.cli_netadapt", "refine", "--arch", "mobilenetv3_small", "--reduction", "0.08",
             "--steps", "30", "--pretrain-epochs", "0.02", "--final-epochs", "0.02", "--holdout", "300",
             "--train-subset", "1000", "--batch-size", "32", "--deploy-resolution", "64", "--lut",
             str(tmp_path / "t.sqlite"), "--run-dir", str(run), "--no-report", "--no-baseline"]
@@ -219,7 +220,7 @@ def test_killed_mid_iteration_then_resumed_loses_nothing(tmp_path):
     state = json.loads((run / "state.json").read_text())
     assert state["stage"] == "iterate" and state["iteration"] >= 1
     done_rows = read_csv(run / "trajectory.csv")
-    p = subprocess.run([sys.executable, "-m", "netadapt.cli", "refine", "--resume", str(run), "--no-report"],
+    p = subprocess.run([sys.executable, "-m", "hwnas.cli_netadapt", "refine", "--resume", str(run), "--no-report"],
                        env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout + p.stderr
     rows = read_csv(run / "trajectory.csv")

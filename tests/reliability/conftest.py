@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nas.evaluate import EvalConfig
+from evaluation.evaluate import EvalConfig
 from nas.search import SearchConfig
 
 from tests.reliability import procs
@@ -109,7 +109,8 @@ def check_run_dir_intact(run: Path) -> dict:
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    from nas.search import STUDY_FILE, STUDY_NAME
+    from evaluation.rundir import STUDY_FILE
+    from nas.search import STUDY_NAME
 
     assert not list(run.glob(".*.tmp")), "a temporary file of an atomic write was left behind"
     parsed = {}

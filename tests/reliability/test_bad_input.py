@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nas.data import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC
+from evaluation.data import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC
 from search_spaces import references
 from search_spaces.spec import MAX_SPEC_BYTES
 from tests.reliability.conftest import assert_one_line_error, nas, nas_many, needs_fmnist, one_line_error_problems

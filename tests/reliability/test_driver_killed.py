@@ -21,7 +21,8 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from nas.search import STUDY_FILE, STUDY_NAME, run_search
+from evaluation.rundir import STUDY_FILE
+from nas.search import STUDY_NAME, run_search
 from nas.searchers import distributions
 from search_spaces.spaces import get_space
 from tests.reliability import procs
@@ -156,7 +157,7 @@ def test_sigkill_of_the_driver_then_resume(tmp_path):
 
         # every file whole after the resume; the winner's weights load weights-only
         files = check_run_dir_intact(run)
-        from netadapt.refine import load_weights
+        from evaluation.evaluate import load_weights
 
         assert "found.json" in files and load_weights(run / "found.pt")
 

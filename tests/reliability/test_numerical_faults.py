@@ -1,13 +1,13 @@
 """Issue 7 §5: a NaN loss, an exploding loss, or a model whose export fails marks that trial failed with
 the reason, and the search goes on. The faults are real (a NaN weight, weights ×1e4, the exporter given
-a wrong input shape), switched on per architecture by ``HWNAS_INJECT_FAULT`` (see nas.evaluate)."""
+a wrong input shape), switched on per architecture by ``HWNAS_INJECT_FAULT`` (see evaluation.evaluate)."""
 
 from __future__ import annotations
 
 import optuna
 import pytest
 
-from nas.evaluate import FAULT_ENV
+from evaluation.evaluate import FAULT_ENV
 from nas.search import run_search
 from nas.searchers import distributions
 from search_spaces.spaces import get_space

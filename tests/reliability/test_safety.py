@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas.data import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC
+from evaluation.data import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC
 from tests.reliability import procs
 from tests.reliability.conftest import NAS, one_line_error_problems
 
@@ -41,8 +41,8 @@ def _malicious_files(folder: Path, marker: Path) -> dict[str, Path]:
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_a_malicious_checkpoint_does_not_run_when_loaded(tmp_path):
-    """Through the project's checkpoint loader (``netadapt.refine.load_weights``, used for found.pt)."""
-    from netadapt.refine import RefineError, load_weights
+    """Through the project's checkpoint loader (``evaluation.evaluate.load_weights``, used for found.pt)."""
+    from evaluation.evaluate import WeightsError, load_weights
 
     marker = tmp_path / "pwned"
     files = _malicious_files(tmp_path, marker)
@@ -53,19 +53,19 @@ def test_a_malicious_checkpoint_does_not_run_when_loaded(tmp_path):
     marker.unlink()
     for kind, path in files.items():
         for source in (path, path.read_bytes()):
-            with pytest.raises(RefineError, match="not a weights-only PyTorch checkpoint"):
+            with pytest.raises(WeightsError, match="not a weights-only PyTorch checkpoint"):
                 load_weights(source)
             assert not marker.exists(), f"{kind}: loading ran the pickled code"
 
 
 def test_an_oversized_checkpoint_is_refused_before_it_is_read(tmp_path):
-    from netadapt.refine import MAX_CHECKPOINT_BYTES, RefineError, load_weights
+    from evaluation.evaluate import MAX_CHECKPOINT_BYTES, WeightsError, load_weights
 
     path = tmp_path / "huge.pt"
     with open(path, "wb") as f:
         f.truncate(MAX_CHECKPOINT_BYTES + 1)  # sparse: no disk space used
     resource_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with pytest.raises(RefineError, match="at most"):
+    with pytest.raises(WeightsError, match="at most"):
         load_weights(path)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - resource_before < 100_000  # KB: nothing read
 
@@ -73,7 +73,7 @@ def test_an_oversized_checkpoint_is_refused_before_it_is_read(tmp_path):
 def test_local_ray_listens_on_loopback_only_and_has_no_dashboard(no_leftover_processes):
     import ray
 
-    from nas.execution import RayPool
+    from evaluation.execution import RayPool
 
     pool = RayPool(num_cpus=2)
     try:

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from nas.execution import loopback_only
+from evaluation.execution import loopback_only
 from nas.search import run_search
 from tests.reliability import procs
 from tests.reliability.conftest import check_run_dir_intact, needs_fmnist, read_csv, tiny_search

@@ -1,4 +1,4 @@
-"""``nas report RUN_DIR [RUN_DIR ...]``: write the HTML/Markdown report of run directories (:mod:`nas.report`)."""
+"""``nas report RUN_DIR [RUN_DIR ...]``: write the HTML/Markdown report of run directories (:mod:`hwnas.report`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 
 def cmd_report(args) -> int:
-    from nas.report import write_report
+    from hwnas.report import write_report
 
     echo = None if args.json else (lambda line: print(line, flush=True))
     path = write_report(args.run_dirs, out_dir=args.out, references=not args.no_references, echo=echo)

@@ -1,6 +1,6 @@
 """The report's figures, from plain tables (matplotlib's Agg canvas through ``Figure``: no pyplot, no display).
 
-:mod:`nas.report` decides what is plotted; these functions only draw.
+:mod:`hwnas.report` decides what is plotted; these functions only draw.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nas.evaluate import calibration_inputs
+from evaluation.evaluate import calibration_inputs
 from search_spaces import resolve_arch
 
 

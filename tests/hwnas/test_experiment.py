@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from nas.experiment import (STAGES, ExperimentConfig, ExperimentError, Recipe, run_experiment, table_rows)
+from hwnas.experiment import STAGES, ExperimentConfig, ExperimentError, Recipe, run_experiment
+from hwnas.table3 import table_rows
 from search_spaces import load
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -98,7 +99,7 @@ def test_cli_names_the_file_of_a_malformed_or_missing_config(tmp_path):
     bad.write_text("name = 'x'\n[search\n")
     env = {**os.environ, "HWNAS_CACHE_DIR": str(tmp_path / "cache")}
     for path, words in ((bad, "not valid TOML"), (tmp_path / "absent.toml", "no such experiment file")):
-        p = subprocess.run([sys.executable, "-m", "nas.cli", "experiment", "run", str(path), "--run-dir",
+        p = subprocess.run([sys.executable, "-m", "hwnas.cli", "experiment", "run", str(path), "--run-dir",
                             str(tmp_path / "run")], capture_output=True, text=True, env=env, timeout=120)
         assert p.returncode == 2
         assert p.stderr.count("\n") == 1 and words in p.stderr and str(path) in p.stderr
@@ -276,7 +277,7 @@ def test_killed_during_netadapt_then_resumed_from_the_cli(tmp_path):
     config.write_text(to_toml(tiny(tmp_path / "t.sqlite", netadapt={"reduction": 0.1, "steps": 30, "max_iters": 3})))
     assert ExperimentConfig.load(config).netadapt["steps"] == 30
     run = tmp_path / "run"
-    args = [sys.executable, "-m", "nas.cli", "experiment", "run", str(config), "--run-dir", str(run)]
+    args = [sys.executable, "-m", "hwnas.cli", "experiment", "run", str(config), "--run-dir", str(run)]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     deadline = time.time() + 900

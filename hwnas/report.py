@@ -8,7 +8,7 @@ A NetAdapt run directory (``trajectory.csv``) gets latency and accuracy per iter
 proposal kinds. Every run gets its environment (device, threads, versions, seed, data, budgets,
 wall time). Several run directories give one report with one reward line per run.
 
-Reference networks are trained with the run's :class:`nas.evaluate.EvalConfig` and seed, and cached
+Reference networks are trained with the run's :class:`evaluation.evaluate.EvalConfig` and seed, and cached
 in ``RUN_DIR/references.csv`` so that the next report is fast.
 """
 
@@ -26,10 +26,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from nas import report_plots as plots
-from nas.report_doc import Doc, format_value
+from hwnas import report_plots as plots
+from hwnas.report_doc import Doc, format_value
 from search_spaces import ArchSpec, count, load, references
-from search_spaces._io import atomic_write_text
+from search_spaces.files import atomic_write_text
 from search_spaces.table import COLUMNS, arch_rows
 
 DEFAULT_REFERENCES = ("mobilenetv3_large", "mobilenetv3_large_075", "mobilenetv3_small", "mobilenetv3_small_075",
@@ -229,7 +229,7 @@ def cannot_evaluate_references(run: Run) -> str | None:
 
 def evaluate_reference(spec: ArchSpec, run: Run) -> dict:
     """Train and time ``spec`` as the run's trials were (same EvalConfig and seed); also measured whole."""
-    from nas.evaluate import candidate_latency, evaluate_candidate
+    from evaluation.evaluate import candidate_latency, evaluate_candidate
     from nas.rewards import RewardConfig, mnas_reward
     from nas.search import SearchConfig
 
@@ -389,7 +389,7 @@ def _first(*values):
 
 
 # ------------------------------------------------------------------------------------------------
-# Figures from runs (drawn by nas.report_plots)
+# Figures from runs (drawn by hwnas.report_plots)
 # ------------------------------------------------------------------------------------------------
 
 

@@ -18,7 +18,7 @@ experiment loses at most one search trial, one NetAdapt iteration or one trainin
 
 The *recipe* (``[final]``) is how every network of the reproduction table is trained (the searched
 ones and the references), so that the table compares architectures and nothing else;
-:func:`table_rows` reuses an experiment's ``final/row.json`` when its recipe is the table's.
+:func:`hwnas.table3.table_rows` reuses an experiment's ``final/row.json`` when its recipe is the table's.
 """
 
 from __future__ import annotations
@@ -33,14 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from nas.search import log_line, read_json
+from evaluation import rundir
+from evaluation.rundir import EXPERIMENT_FILE as STATE_FILE
+from evaluation.rundir import atomic_write_bytes, atomic_write_text, log_line, read_json
 from search_spaces import ArchSpec, count, references
 from search_spaces.spec import load as load_spec
-from search_spaces._io import atomic_write_bytes, atomic_write_text
 
-STATE_FILE = "experiment.json"
 STAGES = ("search", "train", "netadapt", "final", "report")
-TABLE_FILE = "table3"
 
 
 class ExperimentError(ValueError):
@@ -56,7 +55,7 @@ class ExperimentError(ValueError):
 class Recipe:
     """How the networks of the reproduction table are trained (from scratch, the same for all).
 
-    Attributes mirror :class:`nas.training.TrainConfig`; ``holdout`` images of the training split are
+    Attributes mirror :class:`evaluation.training.TrainConfig`; ``holdout`` images of the training split are
     kept for a held-out accuracy, the test split gives the table's accuracy.
     """
 
@@ -197,7 +196,7 @@ def _same_kind(value: Any, default: Any) -> bool:
 def eval_config(cfg: ExperimentConfig, holdout: int, train: dict, latency: str = "predicted",
                 train_subset: int | None = None):
     """The stages' shared data and latency settings (``train_subset``: the recipe's, else ``[data]``'s)."""
-    from nas.evaluate import EvalConfig
+    from evaluation.evaluate import EvalConfig
 
     d = cfg.data
     return EvalConfig(dataset=d["dataset"], data_dir=d["data_dir"], holdout=holdout,
@@ -226,7 +225,7 @@ def measure_row(spec: ArchSpec, eval_cfg, int8: bool = True, workdir: Path | Non
                          f"ORT {m.fingerprint.ort_version}"}
         if int8:
             from latency.quantize import quantize_and_measure
-            from nas.evaluate import calibration_inputs
+            from evaluation.evaluate import calibration_inputs
 
             samples = calibration_inputs(deploy, 32, eval_cfg.dataset, eval_cfg.data_dir, seed=0)
             row["latency_int8_ms"] = quantize_and_measure(fp32, samples, Path(tmp) / "model.int8.onnx", mcfg).median_ms
@@ -243,7 +242,7 @@ def paired_ratio(spec: ArchSpec, other: ArchSpec, eval_cfg) -> float:
     return measure_pair(export_onnx(spec.replace(resolution=r)), export_onnx(other.replace(resolution=r)), mcfg).ratio
 
 
-def _trained_row(name: str, spec: ArchSpec, res: dict, recipe: Recipe, eval_cfg, int8: bool) -> dict:
+def trained_row(name: str, spec: ArchSpec, res: dict, recipe: Recipe, eval_cfg, int8: bool) -> dict:
     if res.get("error"):
         raise ExperimentError(f"training {name} failed: {res['error']}")
     return {"name": name, "arch_id": spec.arch_id, "test_accuracy": res["test_accuracy"],
@@ -266,8 +265,7 @@ class ExperimentOutcome:
 def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False, force: bool = False,
                    echo: Callable[[str], None] | None = print) -> ExperimentOutcome:
     """Run (or resume) every stage not yet done; see the module docstring."""
-    from nas.data import load_dataset
-    from nas.search import prepare_run_dir
+    from evaluation.data import load_dataset
 
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
@@ -280,7 +278,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
             raise ExperimentError(f"{run_dir} was started with another configuration; resume it with the same file "
                                   f"(or start a new --run-dir)")
     else:
-        prepare_run_dir(run_dir, force)
+        rundir.prepare_run_dir(run_dir, force, ExperimentError)
         state = {"config": cfg.to_dict(), "stages": {}, "elapsed_s": 0.0}
     load_dataset(cfg.data["dataset"], cfg.data["data_dir"])  # fail fast, before any stage starts
     elapsed_before = state.get("elapsed_s", 0.0)
@@ -307,7 +305,8 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
 
 
 def _stage_search(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> dict:
-    from nas.search import CONFIG_FILE, SearchConfig, run_search
+    from evaluation.rundir import CONFIG_FILE
+    from nas.search import SearchConfig, run_search
 
     s, d = cfg.search, cfg.data
     train = {"steps": s["steps"], "batch_size": s["batch_size"], "resolution_px": s["train_resolution"],
@@ -329,13 +328,13 @@ def _stage_search(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> di
 
 def _train(spec: ArchSpec, eval_cfg, train: dict, seed: int, ray_address: str | None, whole_node: bool = True) -> dict:
     """One training from scratch as a Ray task on a whole node; returns train_task's dict."""
-    from nas.execution import RayPool
-    from netadapt.refine import train_task
+    from evaluation.execution import RayPool
+    from evaluation.evaluate import train_task
 
     pool = RayPool(address=ray_address, cpus_per_trial=1)
     try:
         cpus = pool.node_cpus if whole_node else 1
-        return pool.result(pool.call(train_task, spec.to_json(), None, None, eval_cfg, {**train, "threads": cpus},
+        return pool.result(pool.call(train_task, spec.to_json(), eval_cfg, {**train, "threads": cpus},
                                      seed, True, num_cpus=cpus))
     finally:
         pool.shutdown()
@@ -361,8 +360,9 @@ def _stage_train(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> dic
 
 
 def _stage_netadapt(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> dict:
-    from netadapt.refine import STATE_FILE as REFINE_STATE, RefineConfig, run_refine
-    from nas.report import write_report
+    from evaluation.rundir import STATE_FILE as REFINE_STATE
+    from netadapt.refine import RefineConfig, run_refine
+    from hwnas.report import write_report
 
     n = cfg.netadapt
     spec = load_spec(run_dir / "train" / "model.json")
@@ -427,7 +427,7 @@ def _stage_final(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> dic
                   f"measuring it fp32 and int8", echo)
     eval_cfg = eval_config(cfg, recipe.holdout, {}, train_subset=recipe.train_subset)
     res = _train(spec, eval_cfg, recipe.train(1), recipe.seed, cfg.data["ray_address"])
-    row = _trained_row(spec.name, spec, res, recipe, eval_cfg, int8=True)
+    row = trained_row(spec.name, spec, res, recipe, eval_cfg, int8=True)
     out = run_dir / "final"
     out.mkdir(exist_ok=True)
     spec.save(out / "model.json")
@@ -441,7 +441,7 @@ def _stage_final(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> dic
 
 
 def _stage_report(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> dict:
-    from nas.report import write_report
+    from hwnas.report import write_report
 
     out = run_dir / "report"
     path = write_report([run_dir], out_dir=out, references=cfg.report["references"], echo=echo)
@@ -475,139 +475,3 @@ def summary_markdown(cfg: ExperimentConfig, state: dict) -> str:
     if state.get("elapsed_s"):
         lines.append(f"- wall time so far: {state['elapsed_s'] / 60:.1f} min")
     return "\n".join(lines) + "\n"
-
-
-# ------------------------------------------------------------------------------------------------
-# The reproduction table (MobileNetV3's Table 3 at proxy scale)
-# ------------------------------------------------------------------------------------------------
-
-TABLE_REFERENCES = ("mobilenetv3_large", "mobilenetv3_large_075", "mnasnet_a1", "mobilenetv2",
-                    "mobilenetv3_small", "mobilenetv3_small_075", "mobilenetv2_035")
-COUNTERPART = {"mobilenetv3": "mobilenetv3_large", "mnasnet": "mobilenetv3_large",
-               "mobilenetv3_small": "mobilenetv3_small"}
-TABLE_COLUMNS = ("name", "test_accuracy", "madds", "params", "latency_fp32_ms", "latency_int8_ms", "vs", "paired_ratio",
-                 "heldout_accuracy", "train_s", "arch_id")
-
-
-def table_rows(experiments: Sequence[str | Path], out_dir: str | Path, *, recipe: Recipe | None = None,
-               reference_names: Sequence[str] = TABLE_REFERENCES, dataset: str = "fashion-mnist",
-               data_dir: str | None = None, deploy_resolution: int = 224, int8: bool = True,
-               measure: dict | None = None, remeasure: bool = False, ray_address: str | None = None, echo: Callable[[str], None] | None = print) -> list[dict]:
-    """Train every network with one recipe (in parallel, one CPU each), measure each; resumable per row.
-
-    The searched networks are the ``final/model.json`` of each experiment directory (their
-    ``final/row.json`` is reused when it was made with the same recipe). Rows are written to
-    ``OUT/rows/NAME.json`` as they finish, then ``OUT/table3.csv`` and ``table3.md``.
-    """
-    from nas.data import load_dataset
-    from nas.evaluate import EvalConfig
-    from nas.execution import RayPool
-    from netadapt.refine import train_task
-
-    out = Path(out_dir)
-    exps = []
-    for e in experiments:
-        e = Path(e)
-        if not (e / STATE_FILE).is_file():
-            raise ExperimentError(f"{e} is not an experiment directory (no {STATE_FILE})")
-        st = read_json(e / STATE_FILE, ExperimentError)
-        if not st.get("stages", {}).get("final", {}).get("done"):
-            raise ExperimentError(f"{e}: the experiment has not finished its final stage; "
-                                  f"resume it with `nas experiment run CONFIG --run-dir {e} --resume`")
-        exps.append((e, st))
-    if recipe is None:
-        recipe = Recipe(**exps[0][1]["config"]["final"]) if exps else Recipe()
-    unknown = [n for n in reference_names if n not in references.names()]
-    if unknown:
-        raise ExperimentError(f"unknown reference architecture(s) {', '.join(unknown)}; "
-                              f"known: {', '.join(references.names())}")
-    data = load_dataset(dataset, data_dir)
-    (out / "rows").mkdir(parents=True, exist_ok=True)
-    eval_cfg = EvalConfig(dataset=dataset, data_dir=data_dir, holdout=recipe.holdout,
-                          train_subset=recipe.train_subset, deploy_resolution=deploy_resolution,
-                          measure=measure or {}, split_seed=recipe.seed)
-    todo: dict[str, tuple[ArchSpec, str | None]] = {}
-    rows: dict[str, dict] = {}
-    for e, st in exps:
-        spec = load_spec(e / "final" / "model.json")
-        space = st["config"]["search"]["space"]
-        todo[spec.name] = (spec, COUNTERPART.get(space))
-        row_path = e / "final" / "row.json"
-        if row_path.exists() and not (out / "rows" / f"{spec.name}.json").exists():  # the table's own copy wins
-            row = json.loads(row_path.read_text())
-            if row.get("recipe_key") == recipe.key() and (row.get("latency_int8_ms") is not None or not int8):
-                rows[spec.name] = row
-    for name in reference_names:
-        todo[name] = (references.get(name).replace(in_channels=data.channels, num_classes=data.num_classes), None)
-    for name in todo:
-        path = out / "rows" / f"{name}.json"
-        if name not in rows and path.exists():
-            row = json.loads(path.read_text())
-            if row.get("recipe_key") == recipe.key() and row.get("arch_id") == todo[name][0].arch_id:
-                rows[name] = row
-    pending = [n for n in todo if n not in rows]
-    if echo:
-        echo(f"table: {len(todo)} networks, {len(todo) - len(pending)} already trained with this recipe "
-             f"({recipe.epochs:g} epochs, batch {recipe.batch_size}, lr {recipe.lr}, {recipe.resolution_px}² input); "
-             f"training {len(pending)}")
-    if pending:
-        pool = RayPool(address=ray_address, cpus_per_trial=1)
-        try:
-            refs = {pool.call(train_task, todo[n][0].to_json(), None, None, eval_cfg, recipe.train(1), recipe.seed,
-                              True): n for n in pending}
-            waiting = list(refs)
-            while waiting:
-                ready = pool.wait(waiting, timeout_s=30.0)
-                for ref in ready:
-                    waiting.remove(ref)
-                    name = refs[ref]
-                    row = _trained_row(name, todo[name][0], pool.result(ref), recipe, eval_cfg, int8)
-                    atomic_write_text(out / "rows" / f"{name}.json", json.dumps(row, indent=2))
-                    rows[name] = row
-                    if echo:
-                        echo(f"table: {name}: test accuracy {row['test_accuracy']:.4f}, "
-                             f"{row['latency_fp32_ms']:.3f} ms fp32 ({len(rows)}/{len(todo)})")
-        finally:
-            pool.shutdown()
-    if remeasure:  # every latency again, back to back: rows trained hours apart were timed under other loads
-        for name, (spec, _) in todo.items():
-            rows[name].update(measure_row(spec, eval_cfg, int8), paired_vs=None, paired_ratio=None)
-            atomic_write_text(out / "rows" / f"{name}.json", json.dumps(rows[name], indent=2))
-        if echo:
-            echo(f"table: re-measured {len(todo)} networks fp32" + (" and int8" if int8 else ""))
-    # searched networks against their MobileNetV3 counterpart, measured interleaved
-    for name, (spec, vs) in todo.items():
-        row = rows[name]
-        if vs and vs in todo and row.get("paired_vs") != vs:
-            row["paired_vs"], row["paired_ratio"] = vs, paired_ratio(spec, todo[vs][0], eval_cfg)
-            atomic_write_text(out / "rows" / f"{name}.json", json.dumps(row, indent=2))
-    ordered = [rows[n] for n in todo]
-    write_table(ordered, out, recipe, data.name)
-    return ordered
-
-
-def write_table(rows: list[dict], out: Path, recipe: Recipe, dataset: str) -> None:
-    import pandas as pd
-
-    df = pd.DataFrame([{**r, "vs": r.get("paired_vs"), "paired_ratio": r.get("paired_ratio")} for r in rows])
-    for c in TABLE_COLUMNS:
-        if c not in df:
-            df[c] = None
-    atomic_write_text(out / f"{TABLE_FILE}.csv", df[list(TABLE_COLUMNS)].to_csv(index=False))
-    atomic_write_text(out / f"{TABLE_FILE}.md", table_markdown(rows, recipe, dataset))
-
-
-def table_markdown(rows: list[dict], recipe: Recipe, dataset: str) -> str:
-    device = rows[0].get("device", "") if rows else ""
-    res = rows[0].get("deploy_resolution", 224) if rows else 224
-    head = (f"Table 3 at proxy scale: {dataset}, every network trained from scratch with one recipe "
-            f"({recipe.epochs:g} epochs, batch {recipe.batch_size}, SGD lr {recipe.lr} cosine, {recipe.resolution_px}² "
-            f"input, seed {recipe.seed}); latency at {res}², batch 1, on {device}.\n\n")
-    lines = ["| Network | Top-1 (test) | MAdds (M) | Params | fp32 ms | int8 ms | vs counterpart (paired) |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        vs = (f"{r['paired_ratio']:.3f}× {r['paired_vs']}" if r.get("paired_ratio") else "")
-        int8 = f"{r['latency_int8_ms']:.2f}" if r.get("latency_int8_ms") else "–"
-        lines.append(f"| {r['name']} | {100 * r['test_accuracy']:.2f} | {r['madds'] / 1e6:.1f} | "
-                     f"{r['params'] / 1e6:.2f}M | {r['latency_fp32_ms']:.2f} | {int8} | {vs} |")
-    return head + "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""Tests of nas.data: IDX, CIFAR-10 and image-folder loading, validation, and the held-out split."""
+"""Tests of evaluation.data: IDX, CIFAR-10 and image-folder loading, validation, and the held-out split."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nas.data import (
+from evaluation.data import (
     CIFAR10_CLASS_NAMES,
     FASHION_MNIST_DEFAULT_DIR,
     IDX_IMAGES_MAGIC,

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latency.device import compute_slot
-from nas.data import Dataset
+from evaluation.data import Dataset
 
 __all__ = [
     "ChannelStats",
@@ -509,7 +509,7 @@ def train_model(
         data: The data set; only its training split is used.
         train_idx: Indices into the training split to train on (at least 2).
         val_idx: Indices into the training split to score on, disjoint from ``train_idx``
-            (see `nas.data.holdout_split`).
+            (see `evaluation.data.holdout_split`).
         cfg: Training settings.
         progress: Called with a `TrainProgress` every ``cfg.log_every_steps`` steps.
 

@@ -1,6 +1,6 @@
 """Evaluating one candidate: proxy accuracy on held-out training images, and latency on the device.
 
-This is what one Ray task runs (:mod:`nas.execution`). It is a plain function of plain data (a spec
+This is what one Ray task runs (:mod:`evaluation.execution`). It is a plain function of plain data (a spec
 as JSON, an :class:`EvalConfig`) so that it runs the same in a local worker, on a cluster node, or in
 the driver. Nothing here knows about searchers or Optuna.
 
@@ -17,7 +17,8 @@ import os
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 from search_spaces import ArchSpec, count
 
@@ -50,10 +51,10 @@ class EvalConfig:
     """How candidates are evaluated (everything a worker needs, as plain values).
 
     Attributes:
-        dataset, data_dir: the proxy data set (see :func:`nas.data.load_dataset`).
+        dataset, data_dir: the proxy data set (see :func:`evaluation.data.load_dataset`).
         holdout: held-out training images used for accuracy (count or fraction).
         train_subset: train on at most this many of the remaining training images (None = all).
-        train: :class:`nas.training.TrainConfig` as a dict (steps, batch size, resolution, ...).
+        train: :class:`evaluation.training.TrainConfig` as a dict (steps, batch size, resolution, ...).
         latency: ``"predicted"`` (the calibrated lookup table) or ``"measured"`` (whole network).
         lut_path: the lookup table file.
         measure: :class:`latency.measure.MeasureConfig` as a dict.
@@ -114,7 +115,7 @@ class EvalResult:
 
 def dataset_split(cfg: EvalConfig):
     """``(data, train_idx, val_idx)``: the data set and its seeded held-out split, loaded once per process."""
-    from nas.data import holdout_split, load_dataset
+    from evaluation.data import holdout_split, load_dataset
 
     key = (cfg.dataset, cfg.data_dir, cfg.holdout, cfg.split_seed, cfg.train_subset)
     if key not in _DATA_CACHE:
@@ -148,18 +149,100 @@ def candidate_latency(spec: ArchSpec, cfg: EvalConfig) -> tuple[float | None, fl
     return None, measure_onnx(export_onnx(deploy), cfg.measure_config()).median_ms
 
 
+MAX_CHECKPOINT_BYTES = 2_000_000_000
+
+
+class WeightsError(ValueError):
+    """A checkpoint that cannot be used (unreadable, too large, not a weights-only state dict)."""
+
+
+def load_weights(data: bytes | str | Path) -> dict:
+    """A state dict from checkpoint bytes or a file, loaded with ``weights_only=True`` (no pickled code runs)."""
+    import torch
+
+    if not isinstance(data, bytes):
+        path = Path(data)
+        try:
+            size = path.stat().st_size
+        except OSError as e:
+            raise WeightsError(f"cannot read weights {path}: {e.strerror}") from None
+        if size > MAX_CHECKPOINT_BYTES:
+            raise WeightsError(f"weights {path} are {size} bytes; at most {MAX_CHECKPOINT_BYTES} allowed")
+        data = path.read_bytes()
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise WeightsError(f"not a weights-only PyTorch checkpoint ({str(e).splitlines()[0][:200]})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError("the checkpoint does not hold a state dict of tensors")
+    return state
+
+
+def weights_bytes(state: dict) -> bytes:
+    """A state dict as checkpoint bytes (contiguous tensors, loadable by :func:`load_weights`)."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({k: v.contiguous() for k, v in state.items()}, buf)
+    return buf.getvalue()
+
+
+def failure(e: BaseException) -> tuple[str, str]:
+    """``(message, kind)`` of a candidate's own failure: ``diverged`` or ``error`` (one line, ≤ 500 chars)."""
+    from evaluation.training import TrainingDiverged
+
+    if isinstance(e, TrainingDiverged):
+        return str(e), "diverged"
+    last = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
+    message = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    return (message + (f" ({last.name})" if last else ""))[:500], "error"
+
+
+def train_candidate(spec: ArchSpec, cfg: EvalConfig, train: dict, seed: int,
+                    init: Callable[[Any], None] | None = None):
+    """Build ``spec``, let ``init`` set its weights (if given), train it on the proxy split.
+
+    Returns ``(model, TrainResult, TrainConfig)``. A non-finite held-out loss or accuracy raises
+    :class:`evaluation.training.TrainingDiverged`. This is the one training path of a candidate: the
+    search's evaluations, NetAdapt's fine-tunes and the pipelines' trainings all go through it.
+    """
+    import torch
+
+    from evaluation.training import TrainConfig, TrainingDiverged, train_model
+    from search_spaces.builder import build_model
+
+    data, train_idx, val_idx = dataset_split(cfg)
+    tcfg = TrainConfig(**{**train, "seed": seed, "in_channels": spec.in_channels})
+    torch.manual_seed(seed)
+    model = build_model(spec)
+    if init is not None:
+        init(model)
+    tr = train_model(model, data, train_idx, val_idx, tcfg)
+    if not math.isfinite(tr.val_loss) or not math.isfinite(tr.val_accuracy):
+        raise TrainingDiverged(tr.steps, tr.val_loss)
+    return model, tr, tcfg
+
+
+def _inject(fault: str | None, model) -> None:
+    import torch
+
+    if fault in ("nan-weights", "huge-weights"):
+        with torch.no_grad():
+            params = list(model.parameters())
+            for p in params[:1] if fault == "nan-weights" else params:
+                p.mul_(math.nan if fault == "nan-weights" else 1e4)
+
+
 def evaluate_candidate(spec_json: str, cfg: EvalConfig, seed: int = 0) -> EvalResult:
     """Train ``spec`` on the proxy task and time it; failures come back as an ``error``, not raised.
 
     Failures that are the candidate's own (a diverged/NaN loss, a model that cannot be built or
     exported) are returned in the result so the search records the trial as failed and goes on.
     """
-    import torch
-
+    from evaluation.data import DatasetError
     from latency.measure import LatencyError
-    from nas.data import DatasetError
-    from nas.training import TrainConfig, TrainingDiverged, train_model
-    from search_spaces.builder import build_model
 
     t_start = time.perf_counter()
     spec = ArchSpec.from_json(spec_json)
@@ -177,36 +260,66 @@ def evaluate_candidate(spec_json: str, cfg: EvalConfig, seed: int = 0) -> EvalRe
         result.latency_ms = result.latency_measured_ms or result.latency_predicted_ms
         result.latency_s = time.perf_counter() - t0
 
-        data, train_idx, val_idx = dataset_split(cfg)
-        train_cfg = TrainConfig(**{**cfg.train, "seed": seed, "in_channels": spec.in_channels})
-        torch.manual_seed(seed)
-        model = build_model(spec)
-        if fault in ("nan-weights", "huge-weights"):
-            with torch.no_grad():
-                params = list(model.parameters())
-                for p in params[:1] if fault == "nan-weights" else params:
-                    p.mul_(math.nan if fault == "nan-weights" else 1e4)
-        tr = train_model(model, data, train_idx, val_idx, train_cfg)
-        if not math.isfinite(tr.val_loss) or not math.isfinite(tr.val_accuracy):
-            raise TrainingDiverged(tr.steps, tr.val_loss)
+        model, tr, _ = train_candidate(spec, cfg, cfg.train, seed, init=lambda m: _inject(fault, m))
         result.accuracy, result.val_loss = tr.val_accuracy, tr.val_loss
         result.train_s, result.eval_s = tr.train_time_s, tr.eval_time_s
         result.images_per_s, result.steps = tr.images_per_s, tr.steps
         if cfg.keep_weights:
-            buf = io.BytesIO()
-            torch.save({k: v.contiguous() for k, v in model.state_dict().items()}, buf)
-            result.weights = buf.getvalue()
+            result.weights = weights_bytes(model.state_dict())
     except (DatasetError, LatencyError):
         raise  # the search's set-up is wrong, not this candidate: stop the search with the message
-    except TrainingDiverged as e:
-        result.error, result.error_kind = str(e), "diverged"
-    except (ValueError, RuntimeError) as e:
-        # a candidate that cannot be built, exported or run: its own failure, not the search's
-        last = traceback.extract_tb(e.__traceback__)[-1]
-        result.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} ({last.name})"[:500]
-        result.error_kind = "error"
+    except (ValueError, RuntimeError) as e:  # a candidate that cannot be built, exported or run, or diverged
+        result.error, result.error_kind = failure(e)
     result.total_s = time.perf_counter() - t_start
     return result
+
+
+def train_task(spec_json: str, cfg: EvalConfig, train: dict, seed: int, test: bool = False,
+               init: Callable[[Any], None] | None = None) -> dict:
+    """Train ``spec`` (from scratch, or from what ``init`` loads), score it; a Ray task of plain data.
+
+    Returns ``{arch_id, accuracy, val_loss, test_accuracy, steps, train_s, weights, error, total_s}``
+    (held-out accuracy; the test split's only when ``test``); a diverged or broken run comes back
+    with ``error`` set, not raised. Used by NetAdapt (with ``init`` inheriting a parent's weights),
+    the experiment pipeline and the reproduction table.
+    """
+    from evaluation.data import DatasetError
+    from evaluation.training import evaluate
+
+    spec = ArchSpec.from_json(spec_json)
+    out: dict = {"arch_id": spec.arch_id, "accuracy": None, "test_accuracy": None, "weights": None, "error": None}
+    t0 = time.perf_counter()
+    try:
+        model, tr, tcfg = train_candidate(spec, cfg, train, seed, init)
+        out.update(accuracy=tr.val_accuracy, val_loss=tr.val_loss, steps=tr.steps, train_s=tr.train_time_s)
+        if test:
+            data, _, _ = dataset_split(cfg)
+            out["test_accuracy"], _ = evaluate(model, data.test_images, data.test_labels, tcfg, stats=tr.input_stats)
+        out["weights"] = weights_bytes(model.state_dict())
+    except DatasetError:
+        raise
+    except (ValueError, RuntimeError) as e:
+        out["error"], _ = failure(e)
+    out["total_s"] = time.perf_counter() - t0
+    return out
+
+
+def score_task(spec_json: str, weights: bytes, cfg: EvalConfig, train: dict, test: bool = False) -> dict:
+    """Held-out (and test) accuracy of trained weights, without training."""
+    from evaluation.training import TrainConfig, channel_stats, evaluate
+    from search_spaces.builder import build_model
+
+    spec = ArchSpec.from_json(spec_json)
+    data, train_idx, val_idx = dataset_split(cfg)
+    tcfg = TrainConfig(**{**train, "in_channels": spec.in_channels})
+    model = build_model(spec)
+    model.load_state_dict(load_weights(weights))
+    stats = channel_stats(data.train_images[train_idx])
+    acc, _ = evaluate(model, data.train_images[val_idx], data.train_labels[val_idx], tcfg, stats=stats)
+    out = {"accuracy": acc, "test_accuracy": None}
+    if test:
+        out["test_accuracy"], _ = evaluate(model, data.test_images, data.test_labels, tcfg, stats=stats)
+    return out
 
 
 def calibration_inputs(spec, n: int, dataset: str, data_dir: str | None, seed: int = 0) -> list:
@@ -214,8 +327,8 @@ def calibration_inputs(spec, n: int, dataset: str, data_dir: str | None, seed: i
     import numpy as np
     import torch
 
-    from nas.data import load_dataset
-    from nas.training import TrainConfig, channel_stats, preprocess
+    from evaluation.data import load_dataset
+    from evaluation.training import TrainConfig, channel_stats, preprocess
 
     data = load_dataset(dataset, data_dir)
     rng = np.random.default_rng(seed)

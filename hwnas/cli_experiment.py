@@ -1,4 +1,4 @@
-"""``nas experiment run CONFIG`` and ``nas experiment table EXP_DIR...`` (thin over :mod:`nas.experiment`)."""
+"""``nas experiment run CONFIG`` and ``nas experiment table EXP_DIR...`` (thin over :mod:`hwnas.experiment`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 def cmd_run(args) -> int:
-    from nas.experiment import ExperimentConfig, run_experiment, summary_markdown
+    from hwnas.experiment import ExperimentConfig, run_experiment, summary_markdown
 
     cfg = ExperimentConfig.load(args.config)
     run_dir = args.run_dir or f"runs/experiment-{cfg.name}"
@@ -29,7 +29,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_table(args) -> int:
-    from nas.experiment import TABLE_FILE, TABLE_REFERENCES, Recipe, table_rows
+    from hwnas.experiment import Recipe
+    from hwnas.table3 import TABLE_FILE, TABLE_REFERENCES, table_rows
 
     recipe = None
     if args.epochs is not None:

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from nas.evaluate import EvalConfig, EvalResult, evaluate_candidate
+from evaluation.evaluate import EvalConfig, EvalResult, evaluate_candidate
 
 
 class WorkerLostError(RuntimeError):

@@ -119,7 +119,7 @@ COMMAND_GROUPS.append(_add_arch_commands)
 
 
 def _add_latency_commands(sub: argparse._SubParsersAction) -> None:
-    from nas.cli_latency import add_latency_commands
+    from hwnas.cli_latency import add_latency_commands
 
     add_latency_commands(sub)
 
@@ -128,7 +128,7 @@ COMMAND_GROUPS.append(_add_latency_commands)
 
 
 def _add_search_command(sub: argparse._SubParsersAction) -> None:
-    from nas.cli_search import add_search_command
+    from hwnas.cli_search import add_search_command
 
     add_search_command(sub)
 
@@ -137,7 +137,7 @@ COMMAND_GROUPS.append(_add_search_command)
 
 
 def _add_report_command(sub: argparse._SubParsersAction) -> None:
-    from nas.cli_report import add_report_command
+    from hwnas.cli_report import add_report_command
 
     add_report_command(sub)
 
@@ -146,7 +146,7 @@ COMMAND_GROUPS.append(_add_report_command)
 
 
 def _add_experiment_commands(sub: argparse._SubParsersAction) -> None:
-    from nas.cli_experiment import add_experiment_commands
+    from hwnas.cli_experiment import add_experiment_commands
 
     add_experiment_commands(sub)
 

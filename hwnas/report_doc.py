@@ -2,7 +2,7 @@
 
 Each figure is saved as a PNG file and each table as a CSV file next to the report; the HTML embeds
 the PNGs as base64 data URIs and carries its own CSS, so ``report.html`` opens offline on its own.
-Nothing here knows about searches: :mod:`nas.report` decides what goes in.
+Nothing here knows about searches: :mod:`hwnas.report` decides what goes in.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from search_spaces._io import atomic_write_bytes, atomic_write_text
+from search_spaces.files import atomic_write_bytes, atomic_write_text
 
 _CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }

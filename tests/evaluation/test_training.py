@@ -1,4 +1,4 @@
-"""Tests of nas.training: proxy training, evaluation, preprocessing, schedules and failure modes."""
+"""Tests of evaluation.training: proxy training, evaluation, preprocessing, schedules and failure modes."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.data import FASHION_MNIST_DEFAULT_DIR, Dataset, holdout_split, load_dataset
-from nas.training import (
+from evaluation.data import FASHION_MNIST_DEFAULT_DIR, Dataset, holdout_split, load_dataset
+from evaluation.training import (
     ChannelStats,
     Optimizer,
     Schedule,

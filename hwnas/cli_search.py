@@ -13,18 +13,12 @@ DEFAULT_STEPS = 150
 
 
 def cmd_search(args) -> int:
-    from nas.evaluate import EvalConfig
-    from nas.search import CONFIG_FILE, PRESETS, SearchConfig, SearchError, read_json, run_search
+    from evaluation.evaluate import EvalConfig
+    from nas.search import PRESETS, SearchConfig, run_search
     from search_spaces.table import format_table
 
     if args.resume:
-        run_dir = Path(args.resume)
-        if not (run_dir / CONFIG_FILE).exists():
-            raise SearchError(f"{run_dir} holds no search to resume (no {CONFIG_FILE})")
-        config = read_json(run_dir / CONFIG_FILE)
-        if not isinstance(config, dict) or not isinstance(config.get("search"), dict):
-            raise SearchError(f"{run_dir / CONFIG_FILE} holds no search configuration (no \"search\" object)")
-        cfg = SearchConfig.from_dict(config["search"])
+        cfg = SearchConfig.load(args.resume)
         if args.trials is not None:
             cfg = SearchConfig.from_dict({**cfg.to_dict(), "trials": args.trials})
     else:
@@ -69,8 +63,8 @@ def cmd_search(args) -> int:
 
 
 def _write_report(run_dir: Path, references: bool, echo: Callable[[str], None] | None) -> Path | None:
-    """The run's report (see nas.report); a report that cannot be written is a warning, not a failed search."""
-    from nas.report import write_report
+    """The run's report (see hwnas.report); a report that cannot be written is a warning, not a failed search."""
+    from hwnas.report import write_report
 
     try:
         return write_report([run_dir], references=references, echo=echo)

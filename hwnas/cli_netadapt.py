@@ -18,18 +18,11 @@ from netadapt.refine import DEFAULT_STEPS
 
 
 def cmd_refine(args) -> int:
-    from nas.evaluate import EvalConfig
-    from nas.search import read_json
-    from netadapt.refine import CONFIG_FILE, RefineConfig, RefineError, run_refine
+    from evaluation.evaluate import EvalConfig
+    from netadapt.refine import RefineConfig, RefineError, run_refine
 
     if args.resume:
-        run_dir = Path(args.resume)
-        if not (run_dir / CONFIG_FILE).exists():
-            raise RefineError(f"{run_dir} holds no refinement to resume (no {CONFIG_FILE})")
-        config = read_json(run_dir / CONFIG_FILE, RefineError)
-        if not isinstance(config, dict) or not isinstance(config.get("refine"), dict):
-            raise RefineError(f"{run_dir / CONFIG_FILE} holds no refinement configuration (no \"refine\" object)")
-        cfg = RefineConfig.from_dict(config["refine"])
+        cfg = RefineConfig.load(args.resume)
     else:
         if not args.arch:
             raise RefineError("--arch is required (a reference name or a spec file such as found.json)")
@@ -63,7 +56,7 @@ def cmd_refine(args) -> int:
 
 def _report(run_dir: Path, echo) -> None:
     try:
-        from nas.report import write_report
+        from hwnas.report import write_report
     except ImportError:  # reports are optional for the refinement itself
         return
     path = write_report([run_dir], references=False)
@@ -125,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from nas.cli import run_cli
+    from hwnas.cli import run_cli
 
     return run_cli(build_parser(), argv)
 

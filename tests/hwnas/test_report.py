@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nas import cli, report
-from nas.report import latency_error_stats, write_report
+from hwnas.report import latency_error_stats, write_report
 from nas.search import run_search
 from search_spaces import load, references, walk
 from tests.nas.test_search import FMNIST, tiny
@@ -202,7 +202,7 @@ def test_an_experiment_directory_reports_its_stages_and_its_runs(tmp_path):
     """`nas report EXP_DIR` (what `nas experiment run` writes at the end) expands to its search and NetAdapt runs."""
     import json
 
-    from nas.report import experiment_stages
+    from hwnas.report import experiment_stages
 
     exp = {"config": {"name": "demo"}, "stages": {
         "search": {"done": True, "wall_s": 60.0, "trial": 3, "accuracy": 0.8},
