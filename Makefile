@@ -14,8 +14,10 @@ data:
 demo: setup data
 	$(VENV)/bin/nas search --target-ms 60
 
+# Lint first (ruff, configured in pyproject.toml), then the tests.
 # Exit status 5 (no tests collected) must fail, never pass silently.
 test: setup data
+	$(VENV)/bin/ruff check .
 	@$(VENV)/bin/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
 

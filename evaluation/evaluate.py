@@ -22,10 +22,9 @@ from typing import Any, Callable
 
 from search_spaces import ArchSpec, count
 
-# Per-process caches: Ray reuses worker processes, so each worker loads the data set and opens the
-# latency table once, not once per trial.
+# Per-process cache: Ray reuses worker processes, so each worker loads the data set once, not once per
+# trial (latency.model.latency_model keeps the latency models, and their tables, the same way).
 _DATA_CACHE: dict[tuple, Any] = {}
-_TABLE_CACHE: dict[tuple, Any] = {}
 
 
 FAULT_ENV = "HWNAS_INJECT_FAULT"
@@ -46,6 +45,11 @@ def injected_fault(arch_id: str) -> str | None:
     return None
 
 
+PROXY_TRAIN = {"batch_size": 128, "resolution_px": 32}
+"""The proxy task's batch and input size (28×28 Fashion-MNIST resized to 32×32), shared by the search and
+NetAdapt; each adds its length (the search's steps, NetAdapt's fine-tune steps and epochs)."""
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """How candidates are evaluated (everything a worker needs, as plain values).
@@ -55,7 +59,8 @@ class EvalConfig:
         holdout: held-out training images used for accuracy (count or fraction).
         train_subset: train on at most this many of the remaining training images (None = all).
         train: :class:`evaluation.training.TrainConfig` as a dict (steps, batch size, resolution, ...).
-        latency: ``"predicted"`` (the calibrated lookup table) or ``"measured"`` (whole network).
+        latency: ``"predicted"`` (the calibrated lookup table), ``"measured"`` (whole network) or
+            ``"analytic"`` (no device); see :func:`latency_model`.
         lut_path: the lookup table file.
         measure: :class:`latency.measure.MeasureConfig` as a dict.
         deploy_resolution: input resolution at which latency is predicted/measured (224 = paper).
@@ -128,25 +133,30 @@ def dataset_split(cfg: EvalConfig):
     return _DATA_CACHE[key]
 
 
-def latency_table(cfg: EvalConfig):
-    from latency.lut import LatencyTable, default_table_path
+def latency_model(cfg: EvalConfig, kind: str | None = None):
+    """The :class:`latency.model.LatencyModel` of ``cfg`` (or of ``kind`` instead of ``cfg.latency``), kept per process.
 
-    key = (cfg.lut_path, tuple(sorted(cfg.measure.items())))
-    if key not in _TABLE_CACHE:
-        mcfg = cfg.measure_config()
-        _TABLE_CACHE[key] = LatencyTable(cfg.lut_path or default_table_path(mcfg), mcfg)
-    return _TABLE_CACHE[key]
+    ``"predicted"`` is the table at ``cfg.lut_path`` (default: this machine's): a
+    :class:`latency.model.TableLatency`, or a :class:`latency.model.DeviceTableLatency` when the
+    file is another device's. Every model times specs at ``cfg.deploy_resolution``.
+    """
+    from latency.model import latency_model as build
+
+    return build(kind or cfg.latency, lut_path=cfg.lut_path, measure_config=cfg.measure_config(),
+                 resolution=cfg.deploy_resolution)
+
+
+def latency_table(cfg: EvalConfig):
+    """The :class:`latency.lut.LatencyTable` of ``cfg`` (opened once per process)."""
+    return latency_model(cfg, "predicted").table
 
 
 def candidate_latency(spec: ArchSpec, cfg: EvalConfig) -> tuple[float | None, float | None]:
-    """(predicted, measured) latency in ms at the deployment resolution; one of them per mode."""
-    deploy = spec.replace(resolution=cfg.deploy_resolution)
-    if cfg.latency == "predicted":
-        return latency_table(cfg).predict(deploy).latency_ms, None
-    from latency.measure import measure_onnx
-    from search_spaces.export import export_onnx
-
-    return None, measure_onnx(export_onnx(deploy), cfg.measure_config()).median_ms
+    """(predicted, measured) latency in ms at the deployment resolution; one of them per mode
+    (``"predicted"`` and ``"analytic"`` fill the first)."""
+    model = latency_model(cfg)
+    ms = model.latency_ms(spec)
+    return (None, ms) if model.kind == "measured" else (ms, None)
 
 
 MAX_CHECKPOINT_BYTES = 2_000_000_000

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latency.device import compute_slot
 from evaluation.data import Dataset
+from latency.device import compute_slot
 
 __all__ = [
     "ChannelStats",

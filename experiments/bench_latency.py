@@ -49,9 +49,9 @@ def main() -> None:
     ap.add_argument("--out", default="bench_latency.json")
     args = ap.parse_args()
 
+    from evaluation.evaluate import calibration_inputs
     from latency.lut import LatencyTable, validate, validation_summary
     from latency.measure import MeasureConfig, measure_onnx, measure_pair
-    from evaluation.evaluate import calibration_inputs
     from search_spaces import references
     from search_spaces.export import export_onnx
     from search_spaces.spaces import get_space
@@ -130,8 +130,9 @@ def main() -> None:
               f"{cal.scale:.4f}, factors {cal.factors}, io term {cal.io_ms_per_melem} ms/M elements, "
               f"leave-one-out mean |err| {cal.loo_mean_abs_error:.1%}, max {cal.loo_max_abs_error:.1%}")
         s = summary
-        print(f"[predictor] {s['n']} unseen random {args.space} architectures at 224²: {s['within_10pct']:.0%} within ±10 %, "
-              f"{s['within_5pct']:.0%} within ±5 %, median |err| {s['median_abs_error']:.2%}, max {s['max_abs_error']:.1%}, "
+        print(f"[predictor] {s['n']} unseen random {args.space} architectures at 224²: "
+              f"{s['within_10pct']:.0%} within ±10 %, {s['within_5pct']:.0%} within ±5 %, "
+              f"median |err| {s['median_abs_error']:.2%}, max {s['max_abs_error']:.1%}, "
               f"mean signed {s['mean_signed_error']:+.2%}, Kendall τ {s['kendall_tau']:.3f} "
               f"(measured in {validate_s:.0f} s)")
         r = raw_summary

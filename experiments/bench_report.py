@@ -31,11 +31,13 @@ def make_run(run_dir: Path, trials: int) -> float:
     from nas.search import SearchConfig, run_search
 
     eval_cfg = EvalConfig(holdout=200, train_subset=500, train={"steps": 2, "batch_size": 16, "threads": 1},
-                          deploy_resolution=64, measure=FAST_MEASURE, lut_path=str(run_dir.parent / "bench_report.sqlite"))
+                          deploy_resolution=64, measure=FAST_MEASURE,
+                          lut_path=str(run_dir.parent / "bench_report.sqlite"))
     cfg = SearchConfig(run_dir=str(run_dir), space="mobilenetv3", searcher="random", trials=trials, target_ms=1.0,
                        eval=eval_cfg)
     t0 = time.perf_counter()
-    run_search(cfg, echo=lambda line: print(line, flush=True) if line.startswith(("space", "searcher", "re-")) else None)
+    run_search(cfg, echo=lambda line: print(line, flush=True)
+               if line.startswith(("space", "searcher", "re-")) else None)
     return time.perf_counter() - t0
 
 

@@ -47,9 +47,9 @@ def main() -> None:
     ap.add_argument("--out", default="bench_search.json")
     args = ap.parse_args()
 
-    from latency.lut import kendall_tau
     from evaluation.evaluate import EvalConfig
     from evaluation.execution import RayPool
+    from latency.lut import kendall_tau
     from search_spaces.spaces import get_space
 
     space = get_space(args.space, in_channels=1, num_classes=10)
@@ -72,7 +72,8 @@ def main() -> None:
                 "candidates_per_hour_2_workers": 3600 * len(sub) / wall2,
                 "outside_training_share_median": statistics.median(outside),
                 "outside_training_share_max": max(outside),
-                "mean_train_s": statistics.fmean(r.train_s for r in r2), "mean_total_s": statistics.fmean(r.total_s for r in r2),
+                "mean_train_s": statistics.fmean(r.train_s for r in r2),
+                "mean_total_s": statistics.fmean(r.total_s for r in r2),
             }
             t = out["throughput"]
             print(f"[throughput] {len(sub)} candidates, {args.steps} steps each: 1 worker {wall1:.0f} s, "
@@ -89,8 +90,8 @@ def main() -> None:
             out["fidelity"] = {"n": len(ok), "short_steps": args.steps, "long_steps": args.steps * args.long_factor,
                                "short_acc": [a for a, _ in ok], "long_acc": [b for _, b in ok], "kendall_tau": tau,
                                "long_wall_s": wall}
-            print(f"[fidelity] {len(ok)} candidates: Kendall τ(proxy {args.steps} steps, {args.steps * args.long_factor} "
-                  f"steps) = {tau:.3f}")
+            print(f"[fidelity] {len(ok)} candidates: Kendall τ(proxy {args.steps} steps, "
+                  f"{args.steps * args.long_factor} steps) = {tau:.3f}")
             for (a, b), s in zip(ok, specs):
                 print(f"    {s.arch_id}  {a:.4f}  {b:.4f}")
     finally:

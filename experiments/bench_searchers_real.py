@@ -7,9 +7,9 @@ architectures enqueued, the soft reward at ``--target-like`` (MobileNetV3-Small'
 reports the median over seeds of the best reward reached (with its accuracy and latency). The
 defaults are sized so that the 15 searches fit in an hour on 2 cores: they took 32 min with a warm
 latency table (a cold table first measures its entries and calibrates on 12 networks, which pauses
-training: one search of 16 trials × 100 steps then took ~500 s). At such budgets the learning searchers have had few updates: read the table as
-a check of the real loop rather than a ranking. Use one ``HWNAS_CACHE_DIR`` for the whole run so that
-table entries and the calibration are measured once.
+training: one search of 16 trials × 100 steps then took ~500 s). At such budgets the learning
+searchers have had few updates: read the table as a check of the real loop rather than a ranking.
+Use one ``HWNAS_CACHE_DIR`` for the whole run so that table entries and the calibration are measured once.
 """
 
 from __future__ import annotations

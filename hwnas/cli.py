@@ -16,6 +16,18 @@ from typing import Callable, Sequence
 from search_spaces import count, references, resolve_arch, walk
 from search_spaces.table import arch_rows, format_table
 
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` once, only where there is a default to show (not for unset options or flags)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS \
+                or "%(default)" in text or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 # Functions that each add one group of sub-commands to the parser (see build_parser).
 COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction], None]] = []
 
@@ -56,7 +68,8 @@ def cmd_arch_list(args) -> int:
     width = max(len(r["name"]) for r in rows)
     print(f"{'name'.ljust(width)}  blocks      params     MAdds  arch_id")
     for r in rows:
-        print(f"{r['name'].ljust(width)}  {r['blocks']:>6}  {r['params']:>10,}  {r['madds'] / 1e6:>7.1f}M  {r['arch_id']}")
+        print(f"{r['name'].ljust(width)}  {r['blocks']:>6}  {r['params']:>10,}  {r['madds'] / 1e6:>7.1f}M  "
+              f"{r['arch_id']}")
     return 0
 
 

@@ -56,11 +56,15 @@ def cmd_table(args) -> int:
 
 
 def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
+    from evaluation.evaluate import EvalConfig
+    from hwnas.cli import HelpFormatter
+
+    ev = EvalConfig()
     p = sub.add_parser("experiment", help="the whole MobileNetV3 process, and the reproduction table")
     esub = p.add_subparsers(dest="experiment_command", required=True, metavar="{run,table}")
 
     r = esub.add_parser("run", help="search → training of the winner → NetAdapt → final training → report",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=HelpFormatter)
     r.add_argument("config", metavar="CONFIG.toml", help="experiment file (e.g. experiments/small.toml)")
     r.add_argument("--run-dir", help="experiment directory (default runs/experiment-<name>)")
     r.add_argument("--resume", action="store_true", help="continue a stopped experiment in --run-dir")
@@ -70,7 +74,7 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
 
     t = esub.add_parser("table", help="train the searched networks and the references with one recipe; "
                                       "write MobileNetV3's Table 3 at proxy scale",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=HelpFormatter)
     t.add_argument("experiments", nargs="*", metavar="EXP_DIR", help="finished experiment directories")
     t.add_argument("--out", default="runs/table3", help="output folder (rows are kept there: re-running resumes)")
     t.add_argument("--epochs", type=float, help="training epochs (default: the first experiment's [final] recipe)")
@@ -80,9 +84,11 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--remeasure", action="store_true",
                    help="measure every network's latency again, back to back (rows trained at different times "
                         "were timed under different host loads); run it on a quiet machine")
-    t.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "cifar10", "imagefolder"))
-    t.add_argument("--data-dir", help="dataset folder (fashion-mnist default: /usr/share/datasets/fashion-mnist)")
-    t.add_argument("--deploy-resolution", type=int, default=224)
+    t.add_argument("--dataset", default=ev.dataset, choices=("fashion-mnist", "cifar10", "imagefolder"),
+                   help="data set every network is trained on")
+    t.add_argument("--data-dir", help="dataset folder (fashion-mnist: /usr/share/datasets/fashion-mnist if unset)")
+    t.add_argument("--deploy-resolution", type=int, default=ev.deploy_resolution,
+                   help="resolution at which latency is taken")
     t.add_argument("--ray-address", help="join a Ray cluster instead of a local one")
     t.add_argument("--json", action="store_true", help="print only the rows as JSON")
     t.set_defaults(func=cmd_table)

@@ -114,8 +114,8 @@ def cmd_predict(args) -> int:
         _print_json(result)
     else:
         print(f"{result['arch']} at {spec.resolution}²: predicted {p.latency_ms:.3f} ms "
-              f"(layer sum {p.raw_sum_ms:.3f} ms, {'calibrated ×%.3f' % cal.scale if cal.fitted else 'UNCALIBRATED'};"
-              f" {p.measured_now} entries measured now; table {table.path})")
+              f"(layer sum {p.raw_sum_ms:.3f} ms; {p.measured_now} entries measured now; table {table.path})")
+        print(f"  calibration: {cal.describe() if cal.fitted else 'UNCALIBRATED'}")
         if not cal.fitted:
             print("  hint: `nas latency build-lut --space NAME` also fits the calibration on whole networks")
     return 0
@@ -163,8 +163,7 @@ def cmd_build_lut(args) -> int:
         print(f"{table.path}: {len(keys)} entries needed, {measured} measured in {t_entries:.0f} s "
               f"({len(keys) - before} were cached)")
         if cal.fitted:
-            loo = f", leave-one-out error {cal.loo_mean_abs_error:.1%} mean" if cal.loo_mean_abs_error is not None else ""
-            print(f"calibration: scale {cal.scale:.4f} from {cal.n_points} whole networks{loo}")
+            print(f"calibration: {cal.describe()}")
     return 0
 
 
@@ -216,7 +215,8 @@ def add_latency_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--resolution", type=int, help="input resolution (default: the spec's, 224 for spaces)")
         p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
         if lut:
-            p.add_argument("--lut", metavar="FILE", help="latency table (default: this device's, in ~/.cache/hwnas/lut)")
+            p.add_argument("--lut", metavar="FILE",
+                           help="latency table (default: this device's, in ~/.cache/hwnas/lut)")
         p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = lsub.add_parser("measure", help="measure an architecture whole with ONNX Runtime")

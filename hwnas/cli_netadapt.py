@@ -14,8 +14,6 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from netadapt.refine import DEFAULT_STEPS
-
 
 def cmd_refine(args) -> int:
     from evaluation.evaluate import EvalConfig
@@ -65,14 +63,18 @@ def _report(run_dir: Path, echo) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from hwnas.cli import HelpFormatter
+    from netadapt.refine import RefineConfig
+
+    default = RefineConfig(run_dir="", arch="")  # every default below is the configuration's own
+    ev = default.eval
     parser = argparse.ArgumentParser(
         prog="netadapt",
         description="NetAdapt refinement: shrink a trained network layer by layer until it meets a latency target.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("refine", help="shrink --arch until it meets the latency target",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("refine", help="shrink --arch until it meets the latency target", formatter_class=HelpFormatter)
     a = p.add_argument_group("start network and target")
     a.add_argument("--arch", metavar="NAME|FILE.json", help="reference name or spec file (e.g. found.json)")
     a.add_argument("--weights", metavar="FILE.pt", help="its trained weights (e.g. found.pt; loaded weights-only); "
@@ -80,37 +82,45 @@ def build_parser() -> argparse.ArgumentParser:
     t = a.add_mutually_exclusive_group()
     t.add_argument("--target-ms", type=float, help="latency target in ms on this device")
     t.add_argument("--reduction", type=float, help="fraction of the start latency to remove (0.2 = 20%% faster)")
-    a.add_argument("--delta-ratio", type=float, default=0.01, help="least cut per iteration, as a fraction of L0")
+    a.add_argument("--delta-ratio", type=float, default=default.delta_ratio,
+                   help="least cut per iteration, as a fraction of L0")
     a.add_argument("--delta-ms", type=float, help="least cut per iteration in ms (overrides --delta-ratio)")
     s = p.add_argument_group("adaptation")
-    s.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+    s.add_argument("--steps", type=int, default=default.steps,
                    help="short-term fine-tune steps per proposal (the paper's T = 10000 on TPUs; scaled for a CPU)")
-    s.add_argument("--metric", choices=("slope", "accuracy"), default="slope",
+    s.add_argument("--metric", choices=("slope", "accuracy"), default=default.metric,
                    help="keep the proposal with max ΔAcc/|ΔLatency| (MobileNetV3) or max accuracy (NetAdapt)")
-    s.add_argument("--max-iters", type=int, default=100)
-    s.add_argument("--channel-step", type=int, default=8, help="widths move in multiples of this")
-    s.add_argument("--finetune-lr", type=float, default=0.02, help="peak learning rate of fine-tunes")
-    s.add_argument("--pretrain-epochs", type=float, default=3.0, help="training of the start network without --weights")
-    s.add_argument("--final-epochs", type=float, default=1.0, help="long-term fine-tune of the result")
+    s.add_argument("--max-iters", type=int, default=default.max_iters,
+                   help="stop after this many iterations even if the target is not met")
+    s.add_argument("--channel-step", type=int, default=default.channel_step, help="widths move in multiples of this")
+    s.add_argument("--finetune-lr", type=float, default=default.finetune_lr, help="peak learning rate of fine-tunes")
+    s.add_argument("--pretrain-epochs", type=float, default=default.pretrain_epochs,
+                   help="training of the start network without --weights")
+    s.add_argument("--final-epochs", type=float, default=default.final_epochs,
+                   help="long-term fine-tune of the result")
     s.add_argument("--retrain", action="store_true", help="train the result from scratch instead (as the paper did)")
     s.add_argument("--no-baseline", action="store_true", help="skip the width-multiplier baseline")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=default.seed,
+                   help="seeds pre-training, every fine-tune and the held-out split")
     d = p.add_argument_group("proxy task")
-    d.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "cifar10", "imagefolder"))
-    d.add_argument("--data-dir", help="dataset folder (fashion-mnist default: /usr/share/datasets/fashion-mnist)")
-    d.add_argument("--batch-size", type=int, default=128)
-    d.add_argument("--train-resolution", type=int, default=32)
-    d.add_argument("--holdout", type=int, default=5000, help="held-out training images for accuracy")
+    d.add_argument("--dataset", default=ev.dataset, choices=("fashion-mnist", "cifar10", "imagefolder"),
+                   help="proxy data set")
+    d.add_argument("--data-dir", help="dataset folder (fashion-mnist: /usr/share/datasets/fashion-mnist if unset)")
+    d.add_argument("--batch-size", type=int, default=ev.train["batch_size"], help="training images per step")
+    d.add_argument("--train-resolution", type=int, default=ev.train["resolution_px"], help="training input resolution")
+    d.add_argument("--holdout", type=int, default=ev.holdout, help="held-out training images for accuracy")
     d.add_argument("--train-subset", type=int, help="train on at most this many images")
     l = p.add_argument_group("latency")
-    l.add_argument("--lut", help="latency table file (default: this device's)")
-    l.add_argument("--deploy-resolution", type=int, default=224)
+    l.add_argument("--lut", help="latency table file (this device's if unset)")
+    l.add_argument("--deploy-resolution", type=int, default=ev.deploy_resolution,
+                   help="resolution at which latency is taken")
     r = p.add_argument_group("execution and output")
-    r.add_argument("--run-dir", help="run directory (default runs/netadapt-<time>)")
+    r.add_argument("--run-dir", help="run directory (runs/netadapt-<time> if unset)")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped refinement from its last iteration")
     r.add_argument("--force", action="store_true", help="overwrite a non-empty --run-dir")
     r.add_argument("--ray-address", help="join a Ray cluster (e.g. auto) instead of a local one")
-    r.add_argument("--cpus-per-trial", type=int, default=1)
+    r.add_argument("--cpus-per-trial", type=int, default=default.cpus_per_trial,
+                   help="CPUs (and torch threads) per fine-tune")
     r.add_argument("--no-report", action="store_true", help="do not write report.html at the end")
     r.add_argument("--json", action="store_true", help="print only a JSON summary")
     p.set_defaults(func=cmd_refine)

@@ -23,7 +23,8 @@ def add_report_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="HTML/Markdown report of search and NetAdapt run directories",
                        description="Write report.html (self-contained), report.md, the plots as PNG and the tables "
                                    "as CSV for one or more run directories (several: one comparative report).")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a run directory of `nas search` or `netadapt refine`")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="a run directory of `nas search` or `netadapt refine`")
     p.add_argument("--out", metavar="DIR", help="output directory (default: RUN_DIR/report of the first RUN_DIR)")
     p.add_argument("--no-references", action="store_true",
                    help="do not train the reference networks; show only those cached in RUN_DIR/references.csv")

@@ -9,8 +9,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-DEFAULT_STEPS = 150
-
 
 def cmd_search(args) -> int:
     from evaluation.evaluate import EvalConfig
@@ -23,9 +21,11 @@ def cmd_search(args) -> int:
             cfg = SearchConfig.from_dict({**cfg.to_dict(), "trials": args.trials})
     else:
         preset = PRESETS.get(args.preset, {}) if args.preset else {}
-        alpha, beta = {"soft": (-0.07, -0.07), "hard": (0.0, -1.0)}.get(args.reward, (None, None))
-        alpha = args.alpha if args.alpha is not None else (alpha if alpha is not None else preset.get("alpha", -0.07))
-        beta = args.beta if args.beta is not None else (beta if beta is not None else preset.get("beta", -0.07))
+        default = SearchConfig(run_dir="")
+        shape = {"soft": (-0.07, -0.07), "hard": (0.0, -1.0)}.get(args.reward) \
+            or (preset.get("alpha", default.alpha), preset.get("beta", default.beta))
+        alpha = args.alpha if args.alpha is not None else shape[0]
+        beta = args.beta if args.beta is not None else shape[1]
         train = {"steps": args.steps, "batch_size": args.batch_size, "resolution_px": args.train_resolution,
                  "threads": args.cpus_per_trial}
         eval_cfg = EvalConfig(dataset=args.dataset, data_dir=args.data_dir, holdout=args.holdout,
@@ -33,8 +33,8 @@ def cmd_search(args) -> int:
                               deploy_resolution=args.deploy_resolution, split_seed=args.seed)
         run_dir = args.run_dir or f"runs/search-{time.strftime('%Y%m%d-%H%M%S')}"
         cfg = SearchConfig(
-            run_dir=run_dir, space=args.space or preset.get("space", "mobilenetv3"), searcher=args.searcher,
-            trials=16 if args.trials is None else args.trials, target_ms=args.target_ms,
+            run_dir=run_dir, space=args.space or preset.get("space", default.space), searcher=args.searcher,
+            trials=default.trials if args.trials is None else args.trials, target_ms=args.target_ms,
             target_like=args.target_like or (None if args.target_ms else preset.get("target_like")),
             alpha=alpha, beta=beta, seed=args.seed, seeds=not args.no_seeds, workers=args.workers,
             cpus_per_trial=args.cpus_per_trial, ray_address=args.ray_address, top_k=args.top_k, eval=eval_cfg,
@@ -74,11 +74,15 @@ def _write_report(run_dir: Path, references: bool, echo: Callable[[str], None] |
 
 
 def add_search_command(sub: argparse._SubParsersAction) -> None:
+    from hwnas.cli import HelpFormatter
+    from nas.search import LATENCY_MODES, SearchConfig
     from nas.searchers import SEARCHERS
     from search_spaces.spaces import SPACE_NAMES
 
+    default = SearchConfig(run_dir="")  # every default below is the configuration's own
+    ev = default.eval
     p = sub.add_parser("search", help="MnasNet-style search: accuracy and measured latency",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     t = p.add_argument_group("target and reward")
     t.add_argument("--target-ms", type=float, help="latency target T in ms on this device")
     t.add_argument("--target-like", metavar="ARCH", help="target = this reference's latency on this device")
@@ -86,36 +90,42 @@ def add_search_command(sub: argparse._SubParsersAction) -> None:
                    help="large: MobileNetV3 space, w=-0.07, T=MnasNet-A1's latency; small: small space, w=-0.15, "
                         "T=MobileNetV3-Small's latency")
     t.add_argument("--reward", choices=("soft", "hard"), help="soft: α=β=-0.07 (MnasNet); hard: α=0, β=-1")
-    t.add_argument("--alpha", type=float, help="reward exponent when latency ≤ T")
-    t.add_argument("--beta", type=float, help="reward exponent when latency > T")
+    t.add_argument("--alpha", type=float, help=f"reward exponent when latency ≤ T (default {default.alpha})")
+    t.add_argument("--beta", type=float, help=f"reward exponent when latency > T (default {default.beta})")
     s = p.add_argument_group("search")
-    s.add_argument("--space", choices=SPACE_NAMES, help="search space (default: mobilenetv3, or the preset's)")
-    s.add_argument("--searcher", choices=SEARCHERS, default="rl")
-    s.add_argument("--trials", type=int, help="trials to run, seeds included (default 16)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--space", choices=SPACE_NAMES, help=f"search space (default {default.space}, or the preset's)")
+    s.add_argument("--searcher", choices=SEARCHERS, default=default.searcher, help="how candidates are proposed")
+    s.add_argument("--trials", type=int, help=f"trials to run, seeds included (default {default.trials}; "
+                                              "with --resume: the new total)")
+    s.add_argument("--seed", type=int, default=default.seed,
+                   help="seeds the searcher, the held-out split and every candidate's training")
     s.add_argument("--no-seeds", action="store_true", help="do not enqueue the space's known architectures first")
-    s.add_argument("--top-k", type=int, default=3, help="best candidates re-measured whole at the end")
+    s.add_argument("--top-k", type=int, default=default.top_k, help="best candidates re-measured whole at the end")
     d = p.add_argument_group("proxy task")
-    d.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "cifar10", "imagefolder"))
-    d.add_argument("--data-dir", help="dataset folder (fashion-mnist default: /usr/share/datasets/fashion-mnist)")
-    d.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="proxy training steps per candidate")
-    d.add_argument("--batch-size", type=int, default=128)
-    d.add_argument("--train-resolution", type=int, default=32, help="training input resolution")
-    d.add_argument("--holdout", type=int, default=10_000, help="held-out training images for accuracy")
+    d.add_argument("--dataset", default=ev.dataset, choices=("fashion-mnist", "cifar10", "imagefolder"),
+                   help="proxy data set")
+    d.add_argument("--data-dir", help="dataset folder (fashion-mnist: /usr/share/datasets/fashion-mnist if unset)")
+    d.add_argument("--steps", type=int, default=ev.train["steps"], help="proxy training steps per candidate")
+    d.add_argument("--batch-size", type=int, default=ev.train["batch_size"], help="training images per step")
+    d.add_argument("--train-resolution", type=int, default=ev.train["resolution_px"], help="training input resolution")
+    d.add_argument("--holdout", type=int, default=ev.holdout, help="held-out training images for accuracy")
     d.add_argument("--train-subset", type=int, help="train on at most this many images")
     l = p.add_argument_group("latency")
-    l.add_argument("--latency", choices=("predicted", "measured"), default="predicted",
-                   help="calibrated lookup table, or whole-network measurement per trial")
-    l.add_argument("--lut", help="latency table file (default: this device's in ~/.cache/hwnas/lut; "
+    l.add_argument("--latency", choices=LATENCY_MODES, default=ev.latency,
+                   help="calibrated lookup table, whole-network measurement per trial, or the analytic model "
+                        "(MAdds and memory traffic; no device)")
+    l.add_argument("--lut", help="latency table file (this device's in ~/.cache/hwnas/lut if unset; "
                                  "or one built on another device)")
-    l.add_argument("--deploy-resolution", type=int, default=224, help="resolution at which latency is taken")
+    l.add_argument("--deploy-resolution", type=int, default=ev.deploy_resolution,
+                   help="resolution at which latency is taken")
     r = p.add_argument_group("execution and output")
-    r.add_argument("--run-dir", help="run directory (default runs/search-<time>)")
+    r.add_argument("--run-dir", help="run directory (runs/search-<time> if unset)")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped search")
     r.add_argument("--force", action="store_true", help="overwrite a non-empty --run-dir")
     r.add_argument("--ray-address", help="join a Ray cluster (e.g. auto) instead of a local one")
-    r.add_argument("--workers", type=int, help="concurrent evaluations (default: CPUs / --cpus-per-trial)")
-    r.add_argument("--cpus-per-trial", type=int, default=1)
+    r.add_argument("--workers", type=int, help="concurrent evaluations (CPUs / --cpus-per-trial if unset)")
+    r.add_argument("--cpus-per-trial", type=int, default=default.cpus_per_trial,
+                   help="CPUs (and torch threads) per evaluation")
     r.add_argument("--json", action="store_true", help="print only a JSON summary")
     r.add_argument("--no-report", action="store_true", help="do not write RUN_DIR/report/ at the end")
     r.add_argument("--report-references", action="store_true",

@@ -28,18 +28,26 @@ import hashlib
 import json
 import math
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
+
+import tomllib
 
 from evaluation import rundir
+from evaluation.evaluate import PROXY_TRAIN
 from evaluation.rundir import EXPERIMENT_FILE as STATE_FILE
 from evaluation.rundir import atomic_write_bytes, atomic_write_text, log_line, read_json
+from nas.search import SearchConfig
+from netadapt.refine import RefineConfig
 from search_spaces import ArchSpec, count, references
 from search_spaces.spec import load as load_spec
 
 STAGES = ("search", "train", "netadapt", "final", "report")
+
+
+_SEARCH = SearchConfig(run_dir="")  # the defaults an experiment file starts from
+_REFINE = RefineConfig(run_dir="", arch="")
 
 
 class ExperimentError(ValueError):
@@ -60,9 +68,9 @@ class Recipe:
     """
 
     epochs: float = 3.0
-    batch_size: int = 128
+    batch_size: int = PROXY_TRAIN["batch_size"]
     lr: float = 0.1
-    resolution_px: int = 32
+    resolution_px: int = PROXY_TRAIN["resolution_px"]
     holdout: int = 5000
     train_subset: int | None = None
     seed: int = 0
@@ -89,17 +97,22 @@ class ExperimentConfig:
     final: Recipe = field(default_factory=Recipe)
     report: dict = field(default_factory=dict)
 
-    # The keys each section accepts, with their defaults.
-    DATA = {"dataset": "fashion-mnist", "data_dir": None, "deploy_resolution": 224, "lut": None,
-            "cpus_per_trial": 1, "ray_address": None,
-            "train_subset": None, "measure": None}
-    SEARCH = {"space": "mobilenetv3", "searcher": "rl", "trials": 16, "target_ms": None, "target_like": None,
-              "alpha": -0.07, "beta": -0.07, "seeds": True, "steps": 150, "batch_size": 128,
-              "train_resolution": 32, "holdout": 10_000, "latency": "predicted", "top_k": 3, "workers": None}
-    TRAIN = {"epochs": 2.0, "batch_size": 128, "lr": 0.1, "resolution_px": 32}
-    NETADAPT = {"enabled": True, "target_ms": None, "target_like": None, "reduction": None, "steps": 50,
-                "delta_ratio": 0.01, "metric": "slope", "max_iters": 20, "final_epochs": 0.0, "baseline": False,
-                "holdout": 5000}
+    # The keys each section accepts, with their defaults: the search's and NetAdapt's own (one
+    # definition, in SearchConfig, RefineConfig and EvalConfig), except where an experiment differs on
+    # purpose (NetAdapt's shorter run: max_iters, final_epochs, baseline).
+    DATA = {"dataset": _SEARCH.eval.dataset, "data_dir": None, "deploy_resolution": _SEARCH.eval.deploy_resolution,
+            "lut": None, "cpus_per_trial": _SEARCH.cpus_per_trial, "ray_address": None, "train_subset": None,
+            "measure": None}
+    SEARCH = {"space": _SEARCH.space, "searcher": _SEARCH.searcher, "trials": _SEARCH.trials, "target_ms": None,
+              "target_like": None, "alpha": _SEARCH.alpha, "beta": _SEARCH.beta, "seeds": _SEARCH.seeds,
+              "steps": _SEARCH.eval.train["steps"], "batch_size": _SEARCH.eval.train["batch_size"],
+              "train_resolution": _SEARCH.eval.train["resolution_px"], "holdout": _SEARCH.eval.holdout,
+              "latency": _SEARCH.eval.latency, "top_k": _SEARCH.top_k, "workers": None}
+    TRAIN = {"epochs": 2.0, "batch_size": PROXY_TRAIN["batch_size"], "lr": 0.1,
+             "resolution_px": PROXY_TRAIN["resolution_px"]}
+    NETADAPT = {"enabled": True, "target_ms": None, "target_like": None, "reduction": None, "steps": _REFINE.steps,
+                "delta_ratio": _REFINE.delta_ratio, "metric": _REFINE.metric, "max_iters": 20, "final_epochs": 0.0,
+                "baseline": False, "holdout": _REFINE.eval.holdout}
     REPORT = {"references": True}
     FINAL = {f.name: f.default for f in dataclasses.fields(Recipe)}
 
@@ -209,23 +222,24 @@ def measure_row(spec: ArchSpec, eval_cfg, int8: bool = True, workdir: Path | Non
     """fp32 and int8 latency of ``spec`` at the deployment resolution, with MAdds and params."""
     import tempfile
 
-    from latency.measure import measure_onnx
+    from evaluation.evaluate import latency_model
     from search_spaces.export import export_onnx
 
-    deploy = spec.replace(resolution=eval_cfg.deploy_resolution)
+    model = latency_model(eval_cfg, "measured")
+    deploy = model.deploy(spec)
     c = count(deploy)
-    mcfg = eval_cfg.measure_config()
+    mcfg = model.measure_config
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         fp32 = Path(tmp) / "model.onnx"
-        export_onnx(deploy, fp32)
-        m = measure_onnx(fp32, mcfg)
+        export_onnx(deploy, fp32)  # kept: the int8 model is quantized from this file
+        m = model.measurement(spec, fp32)
         row = {"latency_fp32_ms": m.median_ms, "latency_fp32_cv": m.cv, "latency_int8_ms": None,
                "madds": c.madds, "params": c.params, "deploy_resolution": deploy.resolution,
                "device": f"{m.fingerprint.cpu_model}, {m.fingerprint.intra_op_threads} thread(s), "
                          f"ORT {m.fingerprint.ort_version}"}
         if int8:
-            from latency.quantize import quantize_and_measure
             from evaluation.evaluate import calibration_inputs
+            from latency.quantize import quantize_and_measure
 
             samples = calibration_inputs(deploy, 32, eval_cfg.dataset, eval_cfg.data_dir, seed=0)
             row["latency_int8_ms"] = quantize_and_measure(fp32, samples, Path(tmp) / "model.int8.onnx", mcfg).median_ms
@@ -234,12 +248,9 @@ def measure_row(spec: ArchSpec, eval_cfg, int8: bool = True, workdir: Path | Non
 
 def paired_ratio(spec: ArchSpec, other: ArchSpec, eval_cfg) -> float:
     """latency(spec) / latency(other), measured interleaved (steadier than two medians on a shared host)."""
-    from latency.measure import measure_pair
-    from search_spaces.export import export_onnx
+    from evaluation.evaluate import latency_model
 
-    r = eval_cfg.deploy_resolution
-    mcfg = eval_cfg.measure_config()
-    return measure_pair(export_onnx(spec.replace(resolution=r)), export_onnx(other.replace(resolution=r)), mcfg).ratio
+    return latency_model(eval_cfg, "measured").ratio(spec, other)
 
 
 def trained_row(name: str, spec: ArchSpec, res: dict, recipe: Recipe, eval_cfg, int8: bool) -> dict:
@@ -328,8 +339,8 @@ def _stage_search(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> di
 
 def _train(spec: ArchSpec, eval_cfg, train: dict, seed: int, ray_address: str | None, whole_node: bool = True) -> dict:
     """One training from scratch as a Ray task on a whole node; returns train_task's dict."""
-    from evaluation.execution import RayPool
     from evaluation.evaluate import train_task
+    from evaluation.execution import RayPool
 
     pool = RayPool(address=ray_address, cpus_per_trial=1)
     try:
@@ -361,8 +372,8 @@ def _stage_train(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> dic
 
 def _stage_netadapt(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> dict:
     from evaluation.rundir import STATE_FILE as REFINE_STATE
-    from netadapt.refine import RefineConfig, run_refine
     from hwnas.report import write_report
+    from netadapt.refine import RefineConfig, run_refine
 
     n = cfg.netadapt
     spec = load_spec(run_dir / "train" / "model.json")
@@ -373,21 +384,21 @@ def _stage_netadapt(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> 
                                                "threads": cfg.data["cpus_per_trial"]})
     if "netadapt_target" not in state:
         # resolved once and kept, so that a resumed experiment refines towards the same number
-        from netadapt.refine import Latency
+        from netadapt.refine import table_latency
 
-        lat = Latency(eval_cfg)
+        lat = table_latency(eval_cfg)
         target_ms = n["target_ms"]
         if n["target_like"] and lat.can_measure:
             # the winner against the reference, interleaved: two medians taken a minute apart on a
             # shared host can differ by a few percent, which is the size of the decision here
             ref = references.get(n["target_like"]).replace(in_channels=spec.in_channels, num_classes=spec.num_classes)
-            target_ms = lat.measure(ref)
+            target_ms = lat.measure_ms(ref)
             start_ms = lat.ratio(spec, ref) * target_ms
         elif n["target_like"]:
             ref = references.get(n["target_like"]).replace(in_channels=spec.in_channels, num_classes=spec.num_classes)
-            target_ms, start_ms = lat.predict(ref), lat.predict(spec)
+            target_ms, start_ms = lat.latency_ms(ref), lat.latency_ms(spec)
         else:
-            start_ms = lat.measure(spec) or lat.predict(spec)
+            start_ms = lat.measure_ms(spec) or lat.latency_ms(spec)
         state["netadapt_target"] = {"target_ms": target_ms, "start_ms": start_ms, "like": n["target_like"]}
         atomic_write_text(run_dir / STATE_FILE, json.dumps(state, indent=2, default=str))
         log_line(run_dir, f"[netadapt] the trained winner takes {start_ms:.3f} ms on this device"
@@ -452,26 +463,32 @@ def _stage_report(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> di
 def summary_markdown(cfg: ExperimentConfig, state: dict) -> str:
     """The experiment's stages in a few lines (also printed by the CLI at the end)."""
     st = state["stages"]
+
+    def num(d: dict, key: str, fmt: str) -> str:  # a missing or None value prints as nan
+        v = d.get(key)
+        return format(float("nan") if v is None else v, fmt)
+
     lines = [f"# Experiment {cfg.name}", ""]
     s = st.get("search", {})
     if s:
         lines.append(f"- search ({cfg.search['searcher']}, {s.get('completed')} trials, {cfg.search['space']} space): "
-                     f"trial {s.get('trial')}, held-out accuracy {s.get('accuracy', float('nan')):.4f} at "
-                     f"{s.get('latency_measured_ms', float('nan')):.3f} ms measured (target {s.get('target_ms', float('nan')):.3f} ms)")
+                     f"trial {s.get('trial')}, held-out accuracy {num(s, 'accuracy', '.4f')} at "
+                     f"{num(s, 'latency_measured_ms', '.3f')} ms measured (target {num(s, 'target_ms', '.3f')} ms)")
     t = st.get("train", {})
     if t:
-        lines.append(f"- winner trained {t.get('epochs'):g} epochs: test accuracy {t.get('test_accuracy', float('nan')):.4f}")
+        lines.append(f"- winner trained {t.get('epochs'):g} epochs: test accuracy {num(t, 'test_accuracy', '.4f')}")
     n = st.get("netadapt", {})
     if n.get("skipped"):
         lines.append(f"- NetAdapt skipped: {n['skipped']}")
     elif n:
-        lines.append(f"- NetAdapt: {n.get('iterations')} iterations, {n.get('start_ms', float('nan')):.3f} → "
-                     f"{n.get('refined_ms', float('nan')):.3f} ms measured (target {n.get('target_ms', float('nan')):.3f} ms"
+        lines.append(f"- NetAdapt: {n.get('iterations')} iterations, {num(n, 'start_ms', '.3f')} → "
+                     f"{num(n, 'refined_ms', '.3f')} ms measured (target {num(n, 'target_ms', '.3f')} ms"
                      f"{'' if n.get('target_met') else ', not met'})")
     f = st.get("final", {})
     if f:
-        lines.append(f"- final ({cfg.final.epochs:g} epochs from scratch): test accuracy {f.get('test_accuracy', float('nan')):.4f}, "
-                     f"{f.get('latency_fp32_ms', float('nan')):.3f} ms fp32, {f.get('latency_int8_ms') or float('nan'):.3f} ms int8")
+        lines.append(f"- final ({cfg.final.epochs:g} epochs from scratch): test accuracy "
+                     f"{num(f, 'test_accuracy', '.4f')}, {num(f, 'latency_fp32_ms', '.3f')} ms fp32, "
+                     f"{num(f, 'latency_int8_ms', '.3f')} ms int8")
     if state.get("elapsed_s"):
         lines.append(f"- wall time so far: {state['elapsed_s'] / 60:.1f} min")
     return "\n".join(lines) + "\n"

@@ -229,7 +229,7 @@ def cannot_evaluate_references(run: Run) -> str | None:
 
 def evaluate_reference(spec: ArchSpec, run: Run) -> dict:
     """Train and time ``spec`` as the run's trials were (same EvalConfig and seed); also measured whole."""
-    from evaluation.evaluate import candidate_latency, evaluate_candidate
+    from evaluation.evaluate import evaluate_candidate, latency_model
     from nas.rewards import RewardConfig, mnas_reward
     from nas.search import SearchConfig
 
@@ -239,7 +239,7 @@ def evaluate_reference(spec: ArchSpec, run: Run) -> dict:
     row = {f: getattr(res, f, None) for f in REFERENCE_COLUMNS}
     if res.error is None:
         if res.latency_measured_ms is None:
-            row["latency_measured_ms"] = candidate_latency(spec, dataclasses.replace(ev, latency="measured"))[1]
+            row["latency_measured_ms"] = latency_model(ev, "measured").latency_ms(spec)
         reward_cfg = RewardConfig(target_ms=run.config["target_ms"], alpha=cfg.alpha, beta=cfg.beta)
         row["reward"] = mnas_reward(res.accuracy, res.latency_ms, reward_cfg)
     return row

@@ -15,7 +15,13 @@ from typing import Callable, Sequence
 
 from evaluation.rundir import EXPERIMENT_FILE as STATE_FILE
 from evaluation.rundir import atomic_write_text, read_json
-from hwnas.experiment import ExperimentError, Recipe, measure_row, paired_ratio, trained_row
+from hwnas.experiment import (
+    ExperimentError,
+    Recipe,
+    measure_row,
+    paired_ratio,
+    trained_row,
+)
 from search_spaces import ArchSpec, references
 from search_spaces.spec import load as load_spec
 
@@ -31,7 +37,8 @@ TABLE_COLUMNS = ("name", "test_accuracy", "madds", "params", "latency_fp32_ms", 
 def table_rows(experiments: Sequence[str | Path], out_dir: str | Path, *, recipe: Recipe | None = None,
                reference_names: Sequence[str] = TABLE_REFERENCES, dataset: str = "fashion-mnist",
                data_dir: str | None = None, deploy_resolution: int = 224, int8: bool = True,
-               measure: dict | None = None, remeasure: bool = False, ray_address: str | None = None, echo: Callable[[str], None] | None = print) -> list[dict]:
+               measure: dict | None = None, remeasure: bool = False, ray_address: str | None = None,
+               echo: Callable[[str], None] | None = print) -> list[dict]:
     """Train every network with one recipe (in parallel, one CPU each), measure each; resumable per row.
 
     The searched networks are the ``final/model.json`` of each experiment directory (their
@@ -39,9 +46,8 @@ def table_rows(experiments: Sequence[str | Path], out_dir: str | Path, *, recipe
     ``OUT/rows/NAME.json`` as they finish, then ``OUT/table3.csv`` and ``table3.md``.
     """
     from evaluation.data import load_dataset
-    from evaluation.evaluate import EvalConfig
+    from evaluation.evaluate import EvalConfig, train_task
     from evaluation.execution import RayPool
-    from evaluation.evaluate import train_task
 
     out = Path(out_dir)
     exps = []

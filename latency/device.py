@@ -1,18 +1,25 @@
-"""Device fingerprint and a per-device, cross-process measurement lock.
+"""Device fingerprint, a per-device, cross-process measurement lock, and compute slots for training.
 
 A latency number is only meaningful together with the machine and runtime settings that
-produced it: ONNX Runtime picks different kernels for AVX2, AVX-512, VNNI and AMX, the
-NCHWc layout transformer runs only at ``ORT_ENABLE_ALL``, and results are not portable across
-ORT versions (see ``/work/shared/reference/infra.md`` §1.6). :class:`DeviceFingerprint`
-captures exactly those inputs, and its :attr:`DeviceFingerprint.key` names per-device caches
-(lookup tables, calibration factors).
+produced it: ONNX Runtime picks different kernels for AVX2, AVX-512, VNNI and AMX, the NCHWc
+layout transformer runs only at ``ORT_ENABLE_ALL``
+(https://onnxruntime.ai/docs/performance/model-optimizations/graph-optimizations.html), and
+kernels and graph rewrites change between ORT releases, so results are not portable across ORT
+versions (nn-Meter notes the same of TFLite's ``benchmark_model`` versions:
+https://github.com/microsoft/nn-Meter/blob/main/docs/builder/prepare_backend.md).
+:class:`DeviceFingerprint` captures exactly those inputs, and its :attr:`DeviceFingerprint.key`
+names per-device caches (lookup tables, calibration factors).
 
 :func:`device_lock` serialises measurements on one machine. Two concurrent measurements on
-the same core leave the median unchanged but triple the p90 (infra.md §3.3), so a pipeline
-that looks at medians only would not notice; the lock makes overlap impossible instead of
-merely detectable. It is an ``fcntl.flock`` on a file under the cache directory, so it works
-across unrelated processes (Ray workers, several CLI runs), and it is re-entrant inside one
-process so that a caller may hold it around a batch of measurements.
+the same core leave the median unchanged but triple the p90 (a one-off measurement on the
+development VM, quoted in :mod:`latency.measure`), so a pipeline that looks at medians only
+would not notice; the lock makes overlap impossible instead of merely detectable. It is an
+``fcntl.flock`` on a file under the cache directory, so it works across unrelated processes
+(Ray workers, several CLI runs), and it is re-entrant inside one process so that a caller may
+hold it around a batch of measurements. Training steps take a :func:`compute_slot` (a shared
+lock behind a "gate" file): a measurement first closes the gate, so that no new step starts,
+then waits for the steps in progress, measures on a quiet machine and reopens the gate; so
+measurements overlap neither each other nor training, while trainers never wait for each other.
 """
 
 from __future__ import annotations

@@ -62,8 +62,7 @@ def build_table(bundle: Path, out: Path, cfg: MeasureConfig, log=print) -> Table
         log(f"  network {net['name'] or net['arch_id']}: {m.median_ms:.3f} ms (layer sum {raw:.3f} ms)")
     if store.points():
         cal = store.fit()
-        log(f"calibration from {cal.n_points} networks: scale {cal.scale:.4f}"
-            + (f", per-kind factors {cal.factors}" if cal.factors else ""))
+        log(f"calibration: {cal.describe()}")
     return store
 
 

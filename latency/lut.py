@@ -6,12 +6,18 @@ layer (:func:`layer_onnx`). A missing entry is measured, never guessed; when the
 another device (its fingerprint differs from this machine's), measuring is impossible and
 :class:`MissingEntryError` names the entry.
 
-Why a calibration: with ``ORT_ENABLE_ALL``, ONNX Runtime converts each isolated layer to its blocked
-NCHWc layout and back, which a whole network does only at its edges, so the plain sum of isolated
-layers overestimates whole networks by 11–18 % on this CPU while ranking them right (Kendall τ 0.96;
-``shared/reference/infra.md`` §2.2). One scale factor fitted on measured whole networks removes the
-bias; it is stored in the table with its leave-one-out error. The fixed cost of one ``run()`` call
-(``overhead_ms``, measured on a one-node graph) is subtracted from every entry and added once.
+Why a calibration: with ``ORT_ENABLE_ALL``, ONNX Runtime's layout optimizations
+(https://onnxruntime.ai/docs/performance/model-optimizations/graph-optimizations.html) convert each
+isolated layer to the blocked NCHWc layout and back, which a whole network does only at its edges.
+So the plain sum of isolated layers is biased: in a one-off measurement on the development VM (a
+shared 2-vCPU AVX-512 Xeon) it overestimated ten MnasNet-like networks by 11–18 % while ranking them
+right (Kendall τ 0.96), and the bias depends on the operator (conv-heavy networks run slower than
+their sum, MBConv-heavy ones faster). :class:`latency.lut_store.Calibration` corrects it with one
+factor per kind of layer plus a term in the size of the converted tensors, fitted on measured whole
+networks (a single scale below ``MIN_POINTS_PER_GROUP_FIT`` of them) and stored in the table with
+its leave-one-out error; its accuracy on unseen architectures is in the README's "Measured results"
+(``experiments/bench_latency.py``). The fixed cost of one ``run()`` call (``overhead_ms``, measured
+on a one-node graph) is subtracted from every entry and added once.
 Whole networks for the calibration and the validation can be measured against an anchor network
 (:func:`measure_anchored`), so that the host's drift does not enter the fit or the error.
 """
@@ -270,8 +276,8 @@ def export_bundle(keys: Iterable[LayerKey], networks: Sequence[ArchSpec], out_di
     import json
     import shutil
 
-    from search_spaces.files import atomic_write_bytes, atomic_write_text
     from search_spaces.export import export_onnx
+    from search_spaces.files import atomic_write_bytes, atomic_write_text
 
     out = Path(out_dir)
     (out / "entries").mkdir(parents=True, exist_ok=True)

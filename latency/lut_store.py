@@ -29,8 +29,8 @@ import sqlite3
 import statistics
 import time
 from contextlib import closing
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 SCHEMA_VERSION = 1
@@ -138,6 +138,30 @@ class Calibration:
             io = self.io_ms_per_melem * sums[IO_MELEMS] if self.io_ms_per_melem is not None else 0.0
             return sum(self.factors[g] * sums.get(g, 0.0) for g in GROUPS) + io + overhead_ms
         return self.scale * _layer_total(sums) + overhead_ms
+
+    def describe(self) -> str:
+        """One line for people: what :meth:`predict` applies, and how well it fitted.
+
+        E.g. ``per-kind factors conv 1.083, dsconv 0.912, mbconv 0.874, other 1.000, io -0.312 ms
+        per 10⁶ elements; 48 whole networks, leave-one-out error 3.2% mean, 9.5% max``; with
+        fewer than :data:`MIN_POINTS_PER_GROUP_FIT` networks the single ``scale`` is what applies
+        and is shown; ``uncalibrated`` when nothing was fitted.
+        """
+        if not self.fitted:
+            return "uncalibrated"
+        if self.factors:
+            what = "per-kind factors " + ", ".join(f"{g} {self.factors[g]:.3f}" for g in GROUPS if g in self.factors)
+            if self.io_ms_per_melem is not None:
+                what += f", io {self.io_ms_per_melem:+.3f} ms per 10⁶ elements"
+        else:
+            what = (f"one factor {self.scale:.3f} for every layer kind (per-kind factors need "
+                    f"{MIN_POINTS_PER_GROUP_FIT} networks)")
+        fit = f"{self.n_points} whole network{'' if self.n_points == 1 else 's'}"
+        if self.loo_mean_abs_error is not None:
+            fit += f", leave-one-out error {self.loo_mean_abs_error:.1%} mean"
+            if self.loo_max_abs_error is not None:
+                fit += f", {self.loo_max_abs_error:.1%} max"
+        return f"{what}; {fit}"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

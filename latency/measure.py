@@ -1,8 +1,14 @@
 """Latency measurement of ONNX models with ONNX Runtime on the CPU.
 
-Implements the protocol of ``/work/shared/reference/infra.md`` §1.6, which the MnasNet
-(https://arxiv.org/abs/1807.11626) and NetAdapt (https://arxiv.org/abs/1804.03230) reproductions
-build on:
+Implements the measurement protocol that the MnasNet (https://arxiv.org/abs/1807.11626) and NetAdapt
+(https://arxiv.org/abs/1804.03230) reproductions build on. Its shape is that of ONNX Runtime's own
+benchmark tool, ``onnxruntime_perf_test`` (warm-up, every run timed, median and percentiles reported;
+https://github.com/microsoft/onnxruntime/tree/main/onnxruntime/test/perftest), with the session
+settings of ONNX Runtime's threading guide
+(https://onnxruntime.ai/docs/performance/tune-performance/threading.html). Figures quoted below without
+a script were one-off measurements on the development VM (a shared 2-vCPU AVX-512 Xeon, ONNX Runtime
+1.32, one thread, a MobileNetV3-Small-sized network at 224²); the repeatable ones are in the README's
+"Measured results", each with the script that produced it. The protocol:
 
 * explicit session options (threads, ``ORT_SEQUENTIAL``, optimization level, CPU provider);
 * warm-up of at least ``warmup_runs`` runs *and* ``warmup_min_s`` seconds;
@@ -12,7 +18,8 @@ build on:
 * sequential stopping: stop as soon as the CI of the median is tight enough, or at
   ``max_runs`` / ``time_cap_s``;
 * a quality flag when p90/median > 1.5: two processes sharing one core leave the median alone
-  but triple the p90 (infra.md §3.3).
+  but triple the p90 (one-off, development VM: median 1.9 -> 2.0 ms, p90 2.0 -> 5.9 ms with a
+  second measuring process pinned to the same core; on separate cores p90 rose by under 10 %).
 
 Statistics (all in pure functions, unit-tested on synthetic samples):
 
@@ -31,10 +38,11 @@ Statistics (all in pure functions, unit-tested on synthetic samples):
 
 What the CI means: it is the sampling precision of the median *within this measurement window*,
 assuming the samples in the window are exchangeable. On a shared host the latency drifts over
-seconds to minutes (infra.md §1.5: 3-5 % CV between windows whatever N is), which no
-within-window CI can see. Use :func:`measure_pair` against a reference network when 1 %
-differences matter; ``experiments/bench_measure.py`` compares the reported CIs with the
-observed spread across repeated measurements.
+seconds to minutes (one-off, development VM: the CV of window medians stayed at 3-5 % for windows
+of 10 to 2,000 runs; README "Measured results": whole networks re-measured 15 minutes apart differed
+by a median 2.3 %, at most 35 %), which no within-window CI can see. Use :func:`measure_pair`
+against a reference network when 1 % differences matter; ``experiments/bench_measure.py`` compares
+the reported CIs with the observed spread across repeated measurements.
 """
 
 from __future__ import annotations
@@ -70,7 +78,9 @@ __all__ = [
     "summarize",
 ]
 
-#: p90/median above this marks a measurement as taken on a contended core (infra.md §1.6).
+#: p90/median above this marks a measurement as taken on a contended core: alone on its core a
+#: network's p90/median was about 1.05 on the development VM, beside a second process on the same
+#: core about 3 (see the module docstring).
 CONTENTION_P90_OVER_MEDIAN = 1.5
 
 #: Robust-sigma factor for the MAD of a normal distribution.
@@ -141,7 +151,8 @@ class MeasureConfig:
         graph_optimization: ``"disable"``, ``"basic"``, ``"extended"`` or ``"all"``. Must match
             deployment: ``"basic"`` is 3.3x slower than ``"all"`` on AVX-512 (no NCHWc).
         allow_spinning: ORT ``session.intra_op.allow_spinning``; no effect at one thread, and
-            turning it off made 2-thread latency 60 % worse here (infra.md §1.4).
+            turning it off made 2-thread latency 60 % worse on the development VM (one-off:
+            1.42 -> 2.26 ms; spinning is described in ONNX Runtime's threading guide).
         warmup_runs: Minimum untimed runs before timing (>= 10).
         warmup_min_s: Minimum warm-up duration in seconds (the longer of the two wins).
         min_runs: Timed runs before the stopping rule is first checked.
@@ -913,7 +924,9 @@ def measure_pair(
 
     Pairs alternate ABBA (A-burst then B-burst, then B then A, ...) so that a linear drift
     does not favour either side. Each burst starts with ``burst_warmup_runs`` untimed runs
-    (interleaving with a much larger model perturbs caches, infra.md §1.5), then
+    (interleaving run by run with a much larger model perturbs caches: one-off, on the development
+    VM a MobileNetV3-Small-sized network went from 1.94 to 2.18 ms beside MobileNetV2, but not
+    beside a copy of itself), then
     ``burst_runs`` timed runs. After ``min_pairs`` pairs the bootstrap CI of the ratio is
     checked on a geometric schedule; timing stops when its relative half-width is at most
     ``target_rel_ci``, at ``max_pairs`` or at ``time_cap_s``.

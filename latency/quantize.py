@@ -6,10 +6,15 @@ module produces the int8 models with ``onnxruntime.quantization``:
 calibrated (MinMax) on **real input samples supplied by the caller**. Random inputs would
 give activation ranges that have nothing to do with deployment.
 
-Defaults follow ``/work/shared/reference/infra.md`` §7 and the ORT guidance for x86: QDQ
-format, unsigned 8-bit activations, signed 8-bit weights, per-channel weights. Signed
-activations were 2.8x *slower* than fp32 on this CPU; and int8 is not necessarily faster
-than fp32 here at all (0.87-1.22x), so always measure the ratio, e.g. with
+Defaults follow ONNX Runtime's quantization guide
+(https://onnxruntime.ai/docs/performance/model-optimizations/quantization.html) for x86-64, whose
+integer kernels are fastest for unsigned activations times signed weights (U8S8): QDQ format,
+unsigned 8-bit activations, signed 8-bit weights, per-channel weights. Signed activations made
+torchvision's MobileNetV3-Large 2.8x *slower* than fp32 on the development VM (a shared 2-vCPU
+AVX-512 Xeon, ORT 1.32, one thread; a one-off comparison of the formats). And int8 is not
+necessarily faster than fp32 at all: int8/fp32 was 1.04 for MobileNetV3-Large, 1.33 for
+MobileNetV3-Small and 0.53 for MobileNetV2 there (README "Measured results",
+``experiments/bench_latency.py``), so always measure the ratio, e.g. with
 ``measure_pair(int8_path, fp32_path, precision_a="int8", precision_b="fp32")``.
 """
 
@@ -25,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from latency.device import cpu_info
-from latency.measure import LatencyError, MeasureConfig, Measurement, one_line, measure_onnx
+from latency.measure import LatencyError, MeasureConfig, Measurement, measure_onnx, one_line
 
 __all__ = ["quantize_and_measure", "quantize_int8"]
 

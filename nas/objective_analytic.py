@@ -14,7 +14,9 @@ to a plausible ``(accuracy, latency_ms)`` pair with the qualitative shape the Mn
 * **latency_ms** is a sum over the layer walk of per-op-kind costs, in the spirit of a Pixel-1 CPU:
   dense (1×1, regular and fully-connected) multiply-adds are cheap per MAdd, depthwise ones are five
   times dearer per MAdd (memory bound), h-swish and the SE pool/scale cost per activation element,
-  and every layer pays a fixed overhead. MnasNet-A1 lands near its published 78 ms.
+  and every layer pays a fixed overhead. MnasNet-A1 lands near its published 78 ms. This is the
+  analytic latency model of :mod:`latency.model` (:func:`latency.model.analytic_latency_ms`, where
+  its constants are), the same one :class:`latency.model.AnalyticLatency` serves.
 
 Everything is a pure function of the spec, so the same architecture always scores the same.
 """
@@ -24,10 +26,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from search_spaces import ArchSpec, count, walk
-from search_spaces.cost import layer_cost
+from latency.model import analytic_latency_ms
+from search_spaces import ArchSpec, count
 from search_spaces.spec import Activation
-from search_spaces.walk import LayerKind, Role
 
 # accuracy ≈ ACC_MAX − ACC_SCALE · (MAdds in millions)^(−ACC_POWER)
 ACC_MAX = 0.821
@@ -43,13 +44,6 @@ MIN_BLOCKS = 12  # fewer blocks than this cost accuracy
 SHALLOW_PENALTY = 0.008  # per missing block below MIN_BLOCKS
 NO_RESIDUAL_PENALTY = 0.002  # per block whose identity residual would fit but was not taken
 HASH_AMPLITUDE = 0.004  # ± perturbation from the architecture id
-
-# latency: per-op-kind costs (ms per million MAdds / per million elements / per layer).
-DENSE_MS_PER_MMADD = 0.18
-DEPTHWISE_MS_PER_MMADD = 0.9
-HSWISH_MS_PER_MELEM = 1.0
-SE_MS_PER_MELEM = 1.5
-LAYER_OVERHEAD_MS = 0.15
 
 DEFAULT_TARGET_MS = 60.0
 """A target near the MobileNetV3-Large-like seed of the ``mobilenetv3`` space under this model."""
@@ -89,30 +83,6 @@ def analytic_accuracy(spec: ArchSpec, madds: int | None = None) -> float:
     return min(1.0, max(0.0, acc))
 
 
-def analytic_latency_ms(spec: ArchSpec) -> float:
-    """The stand-in latency of ``spec`` in milliseconds; see the module docstring."""
-    total = 0.0
-    for layer in walk(spec):
-        key = layer.key
-        if key.kind is LayerKind.POOL:
-            total += LAYER_OVERHEAD_MS + SE_MS_PER_MELEM * key.in_channels * key.resolution**2 / 1e6
-            continue
-        madds = layer_cost(key).madds
-        out_res = layer.out_resolution
-        depthwise = 0
-        if key.kind in (LayerKind.DSCONV, LayerKind.MBCONV):
-            depthwise = key.expand_channels * key.kernel_size**2 * out_res**2
-        total += DENSE_MS_PER_MMADD * (madds - depthwise) / 1e6 + DEPTHWISE_MS_PER_MMADD * depthwise / 1e6
-        if key.activation is Activation.HSWISH and layer.role is not Role.CLASSIFIER:
-            # the expanded tensor (blocks) or the output (stem, head) goes through h-swish
-            elems = key.expand_channels * out_res**2 if key.kind is not LayerKind.LINEAR else key.out_channels
-            total += HSWISH_MS_PER_MELEM * elems / 1e6
-        if key.se_channels:
-            total += SE_MS_PER_MELEM * key.expand_channels * out_res**2 / 1e6
-        total += LAYER_OVERHEAD_MS
-    return total
-
-
 def analytic_objective(spec: ArchSpec) -> AnalyticResult:
     """Accuracy, latency, MAdds and parameters of ``spec`` under the stand-in model."""
     cost = count(spec)
@@ -142,9 +112,10 @@ def run_analytic_search(
     """Run searcher ``searcher`` on ``space`` against the stand-in objective (tests and benchmarks).
 
     The same ask/tell protocol as the real search loop: seeds enqueued first, ``in_flight`` trials
-    asked before any is told (told in the order asked), nsga2 told ``[accuracy, latency_ms]`` with
-    the latency constraint, the others told the MnasNet reward. Reopening ``study_name`` in
-    ``storage`` continues a previous run with a new sampler (the resume path).
+    asked before any is told (told in the order asked), each told by :func:`nas.searchers.tell`
+    (``[accuracy, latency_ms]`` with the latency constraint for nsga2, the MnasNet reward for the
+    others). Reopening ``study_name`` in ``storage`` continues a previous run with a new sampler
+    (the resume path).
 
     Args:
         searcher: a name of :data:`nas.searchers.SEARCHERS`.
@@ -163,7 +134,7 @@ def run_analytic_search(
     import optuna
 
     from nas.rewards import mnas_reward
-    from nas.searchers import MULTI_OBJECTIVE, distributions, make_sampler, study_directions
+    from nas.searchers import distributions, make_sampler, study_directions, tell
 
     if in_flight < 1:
         raise ValueError(f"in_flight must be ≥ 1, got {in_flight}")
@@ -179,11 +150,8 @@ def run_analytic_search(
         batch = [study.ask(dists) for _ in range(min(in_flight, n_trials - done))]
         for trial in batch:
             result = analytic_objective(space.decode(trial.params))
-            if searcher in MULTI_OBJECTIVE:
-                trial.set_constraint("latency", result.latency_ms - cfg.target_ms)
-                study.tell(trial, [result.accuracy, result.latency_ms])
-            else:
-                study.tell(trial, [mnas_reward(result.accuracy, result.latency_ms, cfg)])
+            tell(study, trial, searcher, accuracy=result.accuracy, latency_ms=result.latency_ms,
+                 reward=mnas_reward(result.accuracy, result.latency_ms, cfg), target_ms=cfg.target_ms)
         done += len(batch)
     return study
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 LARGE_W = -0.07
 """MnasNet's and MobileNetV3-Large's exponent."""
 SMALL_W = -0.15
-"""MobileNetV3-Small's exponent ([V3] §4.1)."""
+"""MobileNetV3-Small's exponent (MobileNetV3 §4.1)."""
 
 
 def _finite(value, name: str) -> float:

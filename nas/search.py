@@ -13,14 +13,9 @@ as ``found.json`` (a spec: the input of ``netadapt refine --arch``) with its wei
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
-import os
-import platform
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +24,12 @@ from typing import Callable
 import numpy as np
 
 from evaluation import configs, rundir
-from evaluation.evaluate import EvalConfig, EvalResult, candidate_latency, latency_table
+from evaluation.evaluate import (
+    PROXY_TRAIN,
+    EvalConfig,
+    EvalResult,
+    latency_model,
+)
 from evaluation.rundir import (
     CONFIG_FILE,
     FOUND_FILE,
@@ -46,6 +46,7 @@ from evaluation.rundir import (
     environment,
     log_line,
     missing_dirs,
+    read_json,
     write_csv,
 )
 from search_spaces import ArchSpec, references
@@ -56,6 +57,8 @@ PRESETS = {
     "large": {"space": "mobilenetv3", "alpha": -0.07, "beta": -0.07, "target_like": "mnasnet_a1"},
     "small": {"space": "mobilenetv3_small", "alpha": -0.15, "beta": -0.15, "target_like": "mobilenetv3_small"},
 }
+SEARCH_TRAIN = {**PROXY_TRAIN, "steps": 150}  # each candidate's proxy training (see the README's figures)
+LATENCY_MODES = ("predicted", "measured", "analytic")  # EvalConfig.latency: which latency model scores candidates
 CALIBRATION_NETWORKS = 12  # whole networks the table's calibration is fitted on before a first search
 STUDY_NAME = "search"
 START_FILES = (CONFIG_FILE, LOG_FILE, STUDY_FILE, WEIGHTS_DIR)  # what a new search writes before its first trial
@@ -102,7 +105,7 @@ class SearchConfig:
     ray_address: str | None = None
     max_retries: int = 2
     top_k: int = 3
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig(train=dict(SEARCH_TRAIN)))
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -167,9 +170,9 @@ def remove_failed_start(run_dir: Path, created: list[Path]) -> None:
 # Trials: records in the study's user attributes, trials.csv and pareto.csv
 # ------------------------------------------------------------------------------------------------
 
-RECORD_FIELDS = ("arch_id", "seed_name", "duplicate_of", "accuracy", "latency_ms", "latency_predicted_ms", "latency_measured_ms",
-                 "reward", "madds", "params", "train_s", "eval_s", "latency_s", "total_s", "images_per_s",
-                 "error")
+RECORD_FIELDS = ("arch_id", "seed_name", "duplicate_of", "accuracy", "latency_ms", "latency_predicted_ms",
+                 "latency_measured_ms", "reward", "madds", "params", "train_s", "eval_s", "latency_s", "total_s",
+                 "images_per_s", "error")
 
 
 def trial_rows(study, space, remeasured: dict[int, float]) -> list[dict]:
@@ -239,8 +242,7 @@ def resolve_target(cfg: SearchConfig, space, echo=None) -> float:
     if cfg.target_ms is not None:
         return float(cfg.target_ms)
     ref = references.get(cfg.target_like).replace(in_channels=space.in_channels, num_classes=space.num_classes)
-    pred, meas = candidate_latency(ref, cfg.eval)
-    target = meas or pred
+    target = latency_model(cfg.eval).latency_ms(ref)
     if echo:
         echo(f"target: latency of {cfg.target_like} on this device = {target:.3f} ms")
     return target
@@ -261,11 +263,14 @@ def corner_specs(space) -> dict[str, ArchSpec]:
 
 def ensure_calibration(cfg: SearchConfig, space, echo=None) -> None:
     """A predicted-latency search needs a calibrated table: fit one on a few whole networks if absent."""
-    if cfg.eval.latency != "predicted":
-        return
-    table = latency_table(cfg.eval)
+    from latency.model import TableLatency
+
+    model = latency_model(cfg.eval)
+    if not isinstance(model, TableLatency) or not model.can_measure:
+        return  # measured or analytic latency, or another device's table (calibrated there)
+    table = model.table
     have = table.calibration.n_points
-    if have >= CALIBRATION_NETWORKS or not table.can_measure:
+    if have >= CALIBRATION_NETWORKS:
         return
     rng = np.random.default_rng(cfg.seed)
     specs = [space.decode(v) for v in space.seeds().values()]
@@ -276,47 +281,84 @@ def ensure_calibration(cfg: SearchConfig, space, echo=None) -> None:
         echo(f"calibrating the latency table {table.path} on {len(specs)} whole networks (once per device)")
     cal = table.calibrate(specs)
     if echo:
-        echo(f"  calibration scale {cal.scale:.3f}, leave-one-out error {cal.loo_mean_abs_error:.1%}")
+        echo(f"  calibration: {cal.describe()}")
 
 
 def run_search(cfg: SearchConfig, *, resume: bool = False, force: bool = False,
                echo: Callable[[str], None] | None = print) -> SearchOutcome:
     """Run (or resume) a search; returns where the result is. See the module docstring.
 
+    Four steps: :func:`start_search` (checks, run directory, data, calibration, target, config.json),
+    :func:`open_study` (the journal, repaired), :func:`requeue_interrupted` (trials a killed driver
+    left running), then the loop on Ray and :func:`_finish`.
+
     A new search that fails before its first trial (an unreachable target, a table lacking entries,
     Ray not starting, ...) removes what it wrote, and the run directory (and parents) it created.
     """
+    t_start = time.perf_counter()
     created = [] if resume else missing_dirs(Path(cfg.run_dir))
     progress = {"prepared": False, "asked": False}
     try:
-        return _run_search(cfg, resume, force, echo, progress)
+        run = start_search(cfg, resume, force, echo, progress)
+        study = open_study(run, cfg)
+        requeue_interrupted(study, run, echo)
+        if not resume and cfg.seeds:
+            for name, params in run.space.seeds().items():
+                study.enqueue_trial(params, user_attrs={"seed_name": name})
+        _loop(cfg, run, study, echo, progress)
     except BaseException:
         if progress["prepared"] and not progress["asked"]:
             remove_failed_start(Path(cfg.run_dir), created)
         raise
+    rows = trial_rows(study, run.space, run.remeasured)
+    found, metrics = _finish(cfg, study, run, rows, echo)
+    rows = trial_rows(study, run.space, run.remeasured)
+    write_csv(run.dir / TRIALS_FILE, rows)
+    write_csv(run.dir / PARETO_FILE, pareto_front(rows))
+    completed = sum(r["state"] == "COMPLETE" for r in rows)
+    failed = sum(r["state"] == "FAIL" and r["error"] is not None for r in rows)
+    return SearchOutcome(run.dir, found, metrics, completed, failed, time.perf_counter() - t_start)
 
 
-def _run_search(cfg: SearchConfig, resume: bool, force: bool, echo: Callable[[str], None] | None,
-                progress: dict) -> SearchOutcome:
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
+@dataclass
+class SearchRun:
+    """What the steps of a search share: its directory, space, target and reward, re-measurements."""
 
-    from evaluation.data import load_dataset
-    from evaluation.execution import RayPool, WorkerLostError
-    from nas.rewards import RewardConfig
-    from nas.searchers import SEARCHERS, distributions, make_sampler, study_directions
-    from search_spaces.spaces import get_space
+    dir: Path
+    space: object
+    reward: object  # nas.rewards.RewardConfig
+    remeasured: dict[int, float] = field(default_factory=dict)
 
-    t_start = time.perf_counter()
-    run_dir = Path(cfg.run_dir)
+    @property
+    def remeasured_path(self) -> Path:
+        return self.dir / REMEASURED_FILE
+
+
+def check_options(cfg: SearchConfig) -> None:
+    """Cheap checks of the options, before anything is written, measured or started."""
+    from nas.searchers import SEARCHERS
+
     if cfg.searcher not in SEARCHERS:
         raise SearchError(f"unknown searcher {cfg.searcher!r}; known: {', '.join(SEARCHERS)}")
     if cfg.trials < 1:
         raise SearchError(f"--trials must be at least 1, got {cfg.trials}")
-    if cfg.eval.latency not in ("predicted", "measured"):
-        raise SearchError(f"--latency must be predicted or measured, got {cfg.eval.latency!r}")
+    if cfg.eval.latency not in LATENCY_MODES:
+        raise SearchError(f"--latency must be one of {', '.join(LATENCY_MODES)}, got {cfg.eval.latency!r}")
     check_target(cfg)
+
+
+def start_search(cfg: SearchConfig, resume: bool, force: bool, echo: Callable[[str], None] | None,
+                 progress: dict) -> SearchRun:
+    """Check the options, prepare the run directory, load the data set, calibrate the table if needed,
+    resolve the target; a new search also writes ``config.json`` (with the space's latency range)."""
+    import optuna
+
+    from evaluation.data import load_dataset
+    from nas.rewards import RewardConfig
+    from search_spaces.spaces import get_space
+
+    run_dir = Path(cfg.run_dir)
+    check_options(cfg)
     if resume:
         if not (run_dir / CONFIG_FILE).exists():
             raise SearchError(f"{run_dir} holds no search to resume (no {CONFIG_FILE})")
@@ -328,103 +370,130 @@ def _run_search(cfg: SearchConfig, resume: bool, force: bool, echo: Callable[[st
     space = get_space(cfg.space, resolution=cfg.eval.deploy_resolution, in_channels=data.channels,
                       num_classes=data.num_classes)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-
     ensure_calibration(cfg, space, echo)
     target = resolve_target(cfg, space, echo)
-    reward_cfg = RewardConfig(target_ms=target, alpha=cfg.alpha, beta=cfg.beta)
-
     if not resume:
-        corners = {k: candidate_latency(s, cfg.eval) for k, s in corner_specs(space).items()}
-        low, high = (v[1] or v[0] for v in (corners["fastest"], corners["slowest"]))
-        if cfg.target_ms is not None and target < low:  # checked before anything is written
-            raise SearchError(f"--target-ms {target:g} is below the fastest architecture of space {cfg.space} "
-                              f"on this device ({low:.3f} ms at {cfg.eval.deploy_resolution}²): no candidate can "
-                              "meet it; raise the target or use --target-like ARCH")
-        config = {"search": cfg.to_dict(), "target_ms": target, "space_size": space.size,
-                  "latency_range_ms": [low, high], "environment": environment(),
-                  "dataset": {"name": data.name, "source": data.source, "train": len(data.train_labels),
-                              "classes": data.num_classes, "channels": data.channels},
-                  "device": latency_table(cfg.eval).fingerprint if cfg.eval.latency == "predicted" else None,
-                  "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=2, default=str))
-        log_line(run_dir, f"space {cfg.space}: {space.size:.2e} architectures; latency on this device ≈ "
-                          f"{low:.2f}–{high:.2f} ms at {cfg.eval.deploy_resolution}²; target {target:.2f} ms", echo)
-        if target > high:
-            log_line(run_dir, f"warning: every architecture of this space meets the target {target:.2f} ms on this "
-                              f"device (range {low:.2f}–{high:.2f} ms): the latency term only trades accuracy for "
-                              "speed at the reward's rate (w = α); try --target-like or a lower --target-ms", echo)
-        elif target < low:  # only with --target-like: a reference faster than the whole space
-            log_line(run_dir, f"warning: no architecture of this space meets the target {target:.2f} ms on this "
-                              f"device (range {low:.2f}–{high:.2f} ms): the search will favour the fastest ones",
-                     echo)
+        _write_start(cfg, run_dir, space, target, data, echo)
+    path = run_dir / REMEASURED_FILE
+    remeasured = {int(k): v for k, v in read_json(path, SearchError).items()} if path.exists() else {}
+    (run_dir / WEIGHTS_DIR).mkdir(exist_ok=True)
+    return SearchRun(run_dir, space, RewardConfig(target_ms=target, alpha=cfg.alpha, beta=cfg.beta), remeasured)
 
-    repair_journal(run_dir / STUDY_FILE)
-    storage = JournalStorage(JournalFileBackend(str(run_dir / STUDY_FILE)))
+
+def _write_start(cfg: SearchConfig, run_dir: Path, space, target: float, data, echo) -> None:
+    """config.json of a new search, after checking the target against the space's latency range."""
+    model = latency_model(cfg.eval)
+    corners = {k: model.latency_ms(s) for k, s in corner_specs(space).items()}
+    low, high = corners["fastest"], corners["slowest"]
+    if cfg.target_ms is not None and target < low:  # checked before anything is written
+        raise SearchError(f"--target-ms {target:g} is below the fastest architecture of space {cfg.space} "
+                          f"on this device ({low:.3f} ms at {cfg.eval.deploy_resolution}²): no candidate can "
+                          "meet it; raise the target or use --target-like ARCH")
+    config = {"search": cfg.to_dict(), "target_ms": target, "space_size": space.size,
+              "latency_range_ms": [low, high], "environment": environment(),
+              "dataset": {"name": data.name, "source": data.source, "train": len(data.train_labels),
+                          "classes": data.num_classes, "channels": data.channels},
+              "device": model.fingerprint, "latency_model": model.describe(),
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=2, default=str))
+    log_line(run_dir, f"space {cfg.space}: {space.size:.2e} architectures; latency on this device ≈ "
+                      f"{low:.2f}–{high:.2f} ms at {cfg.eval.deploy_resolution}²; target {target:.2f} ms", echo)
+    if target > high:
+        log_line(run_dir, f"warning: every architecture of this space meets the target {target:.2f} ms on this "
+                          f"device (range {low:.2f}–{high:.2f} ms): the latency term only trades accuracy for "
+                          "speed at the reward's rate (w = α); try --target-like or a lower --target-ms", echo)
+    elif target < low:  # only with --target-like: a reference faster than the whole space
+        log_line(run_dir, f"warning: no architecture of this space meets the target {target:.2f} ms on this "
+                          f"device (range {low:.2f}–{high:.2f} ms): the search will favour the fastest ones", echo)
+
+
+def open_study(run: SearchRun, cfg: SearchConfig):
+    """The Optuna study in ``study.journal`` (created, or loaded after cutting off a torn last record)."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from nas.searchers import make_sampler, study_directions
+
+    repair_journal(run.dir / STUDY_FILE)
+    storage = JournalStorage(JournalFileBackend(str(run.dir / STUDY_FILE)))
     try:
-        study = optuna.create_study(study_name=STUDY_NAME, storage=storage, directions=study_directions(cfg.searcher),
-                                    sampler=make_sampler(cfg.searcher, space, seed=cfg.seed), load_if_exists=True)
+        return optuna.create_study(study_name=STUDY_NAME, storage=storage, directions=study_directions(cfg.searcher),
+                                   sampler=make_sampler(cfg.searcher, run.space, seed=cfg.seed), load_if_exists=True)
     except ValueError as e:  # a journal damaged in the middle (a torn last record is repaired above)
-        raise SearchError(f"{run_dir / STUDY_FILE}: unreadable study journal ({e})") from None
-    dists = distributions(space)
+        raise SearchError(f"{run.dir / STUDY_FILE}: unreadable study journal ({e})") from None
 
-    # Interrupted trials (a killed driver leaves them RUNNING): fail them and run them again. A trial
-    # killed while its parameters were being written has only some: re-run it only if they were fixed
-    # in advance (an enqueued seed or re-run); a half-made proposal is dropped (a new one replaces it).
+
+def requeue_interrupted(study, run: SearchRun, echo) -> None:
+    """Fail the trials a killed driver left RUNNING and enqueue them again.
+
+    A trial killed while its parameters were being written has only some: it runs again only if they
+    were fixed in advance (an enqueued seed or re-run); a half-made proposal is dropped (a new one
+    replaces it)."""
+    import optuna
+
+    from nas.searchers import distributions
+
+    dists = distributions(run.space)
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
         params = t.params if set(t.params) == set(dists) else t.system_attrs.get("fixed_params")
         if params:
             study.enqueue_trial(params, user_attrs={"rerun_of": t.number}, skip_if_exists=False)
-            log_line(run_dir, f"trial {t.number} was interrupted; it will run again", echo)
+            log_line(run.dir, f"trial {t.number} was interrupted; it will run again", echo)
         else:
-            log_line(run_dir, f"trial {t.number} was interrupted while being proposed; a new proposal replaces it",
+            log_line(run.dir, f"trial {t.number} was interrupted while being proposed; a new proposal replaces it",
                      echo)
-    if not resume and cfg.seeds:
-        for name, params in space.seeds().items():
-            study.enqueue_trial(params, user_attrs={"seed_name": name})
 
-    def finished() -> int:
-        """Trials that count against the budget: completed, or failed in evaluation (with an error).
-        Interrupted trials (failed without an error) were enqueued again and do not count."""
-        return sum(1 for t in study.get_trials(deepcopy=False)
-                   if t.state == optuna.trial.TrialState.COMPLETE
-                   or (t.state == optuna.trial.TrialState.FAIL and "error" in t.user_attrs))
 
-    remeasured_path = run_dir / REMEASURED_FILE
-    remeasured = {int(k): v for k, v in json.loads(remeasured_path.read_text()).items()} if remeasured_path.exists() else {}
-    weights_dir = run_dir / WEIGHTS_DIR
-    weights_dir.mkdir(exist_ok=True)
+def finished_trials(study) -> int:
+    """Trials that count against the budget: completed, or failed in evaluation (with an error).
+    Interrupted trials (failed without an error) were enqueued again and do not count."""
+    import optuna
 
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if t.state == optuna.trial.TrialState.COMPLETE
+               or (t.state == optuna.trial.TrialState.FAIL and "error" in t.user_attrs))
+
+
+def _loop(cfg: SearchConfig, run: SearchRun, study, echo, progress: dict) -> None:
+    """Ask, evaluate on Ray, tell, record, until ``cfg.trials`` trials have finished."""
+    from evaluation.execution import RayPool, WorkerLostError
+    from nas.searchers import distributions
+
+    dists = distributions(run.space)
+    weights_dir = run.dir / WEIGHTS_DIR
     pool = RayPool(address=cfg.ray_address, cpus_per_trial=cfg.cpus_per_trial, max_retries=cfg.max_retries)
     in_flight: dict = {}
     durations: list[float] = []
     try:
         slots = cfg.workers or pool.slots
-        log_line(run_dir, f"searcher {cfg.searcher}, {cfg.trials} trials, {slots} at a time on Ray; "
-                          f"latency {cfg.eval.latency}; run directory {run_dir}", echo)
-        done_count = finished()
-        def complete(trial, spec, res: EvalResult, t0: float) -> None:
+        log_line(run.dir, f"searcher {cfg.searcher}, {cfg.trials} trials, {slots} at a time on Ray; "
+                          f"latency {cfg.eval.latency}; run directory {run.dir}", echo)
+        done_count = finished_trials(study)
+
+        def complete(trial, res: EvalResult, t0: float) -> None:
             nonlocal done_count
-            _record(study, trial, res, reward_cfg, cfg)
+            _record(study, trial, res, run.reward, cfg)
             if res.weights is not None:
                 atomic_write_bytes(weights_dir / f"trial_{trial.number}.pt", res.weights)
             durations.append(time.perf_counter() - t0)
-            done_count = finished()
-            rows = trial_rows(study, space, remeasured)
+            done_count = finished_trials(study)
+            rows = trial_rows(study, run.space, run.remeasured)
             _prune_weights(weights_dir, rows, cfg.top_k)
-            write_csv(run_dir / TRIALS_FILE, rows)
-            log_line(run_dir, _progress_line(rows, done_count, cfg.trials, durations, slots, res, trial.number), echo)
+            write_csv(run.dir / TRIALS_FILE, rows)
+            log_line(run.dir, _progress_line(rows, done_count, cfg.trials, durations, slots, res, trial.number), echo)
 
         while done_count + len(in_flight) < cfg.trials or in_flight:
             while len(in_flight) < slots and done_count + len(in_flight) < cfg.trials:
                 progress["asked"] = True  # from here on the run directory holds a trial
                 trial = study.ask(dists)
-                spec = space.decode(trial.params)
+                spec = run.space.decode(trial.params)
                 trial.set_user_attr("arch_id", spec.arch_id)
                 prior = _evaluated(study, spec.arch_id)
                 if prior is not None:  # a searcher may propose an architecture again: reuse its result
                     trial.set_user_attr("duplicate_of", prior.number)
-                    complete(trial, spec, _result_of(prior), time.perf_counter())
+                    complete(trial, _result_of(prior), time.perf_counter())
                     continue
                 ref = pool.submit(spec.to_json(), cfg.eval, cfg.seed)
                 in_flight[ref] = (trial, spec, time.perf_counter())
@@ -434,27 +503,19 @@ def _run_search(cfg: SearchConfig, resume: bool, force: bool, echo: Callable[[st
                     res = pool.result(ref)
                 except WorkerLostError as e:
                     res = EvalResult(arch_id=spec.arch_id, error=f"worker lost after retries: {e}", error_kind="lost")
-                complete(trial, spec, res, t0)
+                complete(trial, res, t0)
     except BaseException:
         pool.cancel(list(in_flight))
         raise
     finally:
         pool.shutdown()
 
-    rows = trial_rows(study, space, remeasured)
-    found, metrics = _finish(cfg, study, space, rows, remeasured, remeasured_path, reward_cfg, run_dir, echo)
-    rows = trial_rows(study, space, remeasured)
-    write_csv(run_dir / TRIALS_FILE, rows)
-    write_csv(run_dir / PARETO_FILE, pareto_front(rows))
-    completed = sum(r["state"] == "COMPLETE" for r in rows)
-    failed = sum(r["state"] == "FAIL" and r["error"] is not None for r in rows)
-    return SearchOutcome(run_dir, found, metrics, completed, failed, time.perf_counter() - t_start)
-
 
 def _record(study, trial, res: EvalResult, reward_cfg, cfg: SearchConfig) -> None:
     import optuna
 
     from nas.rewards import mnas_reward
+    from nas.searchers import tell
 
     metrics = res.metrics()
     for f in RECORD_FIELDS:
@@ -466,11 +527,8 @@ def _record(study, trial, res: EvalResult, reward_cfg, cfg: SearchConfig) -> Non
         return
     reward = mnas_reward(res.accuracy, res.latency_ms, reward_cfg)
     trial.set_user_attr("reward", reward)
-    if cfg.searcher == "nsga2":
-        trial.set_constraint("latency", res.latency_ms - reward_cfg.target_ms)
-        study.tell(trial, [res.accuracy, res.latency_ms])
-    else:
-        study.tell(trial, [reward])
+    tell(study, trial, cfg.searcher, accuracy=res.accuracy, latency_ms=res.latency_ms, reward=reward,
+         target_ms=reward_cfg.target_ms)
 
 
 def _evaluated(study, arch_id: str):
@@ -512,12 +570,13 @@ def _progress_line(rows, done, total, durations, slots, res: EvalResult, number:
     return head + f" | ETA {int(eta // 60)}m{int(eta % 60):02d}s"
 
 
-def _finish(cfg, study, space, rows, remeasured, remeasured_path, reward_cfg, run_dir, echo):
+def _finish(cfg: SearchConfig, study, run: SearchRun, rows: list[dict], echo):
     """Re-measure the top-k whole on the device (nothing else running), pick and save the winner."""
-    from latency.measure import measure_onnx
+    from latency.model import TableLatency
     from nas.rewards import mnas_reward
-    from search_spaces.export import export_onnx
 
+    space, remeasured, remeasured_path, reward_cfg, run_dir = (run.space, run.remeasured, run.remeasured_path,
+                                                                run.reward, run.dir)
     ranked, seen = [], set()
     for r in sorted((r for r in rows if r["reward"] is not None), key=lambda r: -r["reward"]):
         if r["arch_id"] not in seen and r["duplicate_of"] is None:  # duplicates point at their original
@@ -527,17 +586,18 @@ def _finish(cfg, study, space, rows, remeasured, remeasured_path, reward_cfg, ru
     if not ranked:
         log_line(run_dir, "no trial completed: nothing to save (see trials.csv for the errors)", echo)
         return None, None
-    mcfg = cfg.eval.measure_config()
-    table = latency_table(cfg.eval) if cfg.eval.latency == "predicted" else None
+    measured_model = latency_model(cfg.eval, "measured")
+    model = latency_model(cfg.eval)
+    table = model.table if isinstance(model, TableLatency) and model.can_measure else None
     trials = study.get_trials(deepcopy=False)
     best, best_reward = None, -1.0
     for r in ranked:
         spec = space.decode(trials[r["number"]].params)
         deploy = spec.replace(resolution=cfg.eval.deploy_resolution)
         if r["number"] not in remeasured:
-            remeasured[r["number"]] = measure_onnx(export_onnx(deploy), mcfg).median_ms
+            remeasured[r["number"]] = measured_model.latency_ms(deploy)
             atomic_write_text(remeasured_path, json.dumps(remeasured, indent=1))
-            if table is not None and table.can_measure:
+            if table is not None:
                 table.add_point(deploy, remeasured[r["number"]])  # improves the calibration for next time
         measured = remeasured[r["number"]]
         reward = mnas_reward(r["accuracy"], measured, reward_cfg)
@@ -547,7 +607,7 @@ def _finish(cfg, study, space, rows, remeasured, remeasured_path, reward_cfg, ru
                           + f", reward {reward:.4f}", echo)
         if reward > best_reward:
             best, best_reward = (r, spec), reward
-    if table is not None and table.can_measure and table.store.points():
+    if table is not None and table.store.points():
         table.fit()
     row, spec = best
     name = f"{cfg.space}-{cfg.searcher}-trial{row['number']}"

@@ -223,7 +223,8 @@ def _kept_channels(state: Mapping[str, torch.Tensor], groups: dict[str, tuple], 
     """Indices (ascending) of the ``width`` channels of ``group`` whose writing filters have the largest L2 norm."""
     score = None
     for name, dims in groups.items():
-        if dims and dims[0] == group and (_is_writer(name, dims) or group[0] == "se" and name.endswith("reduce.weight")):
+        writes = _is_writer(name, dims) or group[0] == "se" and name.endswith("reduce.weight")
+        if dims and dims[0] == group and writes:
             w = state[name].detach().float()
             s = w.reshape(w.shape[0], -1).pow(2).sum(dim=1)
             score = s if score is None else score + s
@@ -298,6 +299,7 @@ def scale_widths(spec: ArchSpec, multiplier: float, divisor: int = 8) -> ArchSpe
         if g.kind == "expansion":
             w_in = child.blocks[g.blocks[0]].in_channels
             if widths[g.index] == w_in:
-                options = [w for w in (w_in + divisor, w_in - divisor, g.width) if divisor <= w <= g.width and w != w_in]
+                options = [w for w in (w_in + divisor, w_in - divisor, g.width)
+                           if divisor <= w <= g.width and w != w_in]
                 widths[g.index] = options[0] if options else widths[g.index]
     return with_widths(spec, widths)

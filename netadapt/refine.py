@@ -14,9 +14,10 @@ The second stage of the MobileNetV3 recipe (Howard et al. 2019 §4.2, after Yang
    accuracy (``metric="accuracy"``, NetAdapt); its latency is then measured on the device against
    the start network (interleaved, so that host drift cancels and step errors do not add up);
 5. repeat until the *measured* latency meets the target (the predicted one where this machine cannot
-   measure, e.g. with another device's table: per-layer tables overstate small cuts); then fine-tune the result longer (or retrain
-   it from scratch), train a uniform width-multiplier baseline of the same start network at the same
-   latency with the same budget, and measure start, result and baseline whole on the device.
+   measure, e.g. with another device's table: per-layer tables overstate small cuts); then fine-tune
+   the result longer (or retrain it from scratch), train a uniform width-multiplier baseline of the
+   same start network at the same latency with the same budget, and measure start, result and
+   baseline whole on the device.
 
 Everything a resume needs is written atomically after each iteration (``state.json`` and the current
 weights), so a killed run loses at most the iteration in progress; see :func:`run_refine`.
@@ -32,7 +33,15 @@ from pathlib import Path
 from typing import Callable
 
 from evaluation import configs, rundir
-from evaluation.evaluate import EvalConfig, latency_table, load_weights, score_task, train_task, weights_bytes
+from evaluation.evaluate import (
+    PROXY_TRAIN,
+    EvalConfig,
+    latency_model,
+    load_weights,
+    score_task,
+    train_task,
+    weights_bytes,
+)
 from evaluation.rundir import (
     BASELINE_FILE,
     CONFIG_FILE,
@@ -50,6 +59,7 @@ from evaluation.rundir import (
     log_line,
     read_json,
 )
+from latency.model import TableLatency
 from search_spaces import ArchSpec, count, resolve_arch
 
 TRAJECTORY_FIELDS = ("iteration", "proposal", "kind", "group", "blocks", "old_width", "new_width", "accuracy",
@@ -111,7 +121,7 @@ class RefineConfig:
     cpus_per_trial: int = 1
     ray_address: str | None = None
     max_retries: int = 2
-    eval: EvalConfig = field(default_factory=lambda: EvalConfig(holdout=5000))
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig(holdout=5000, train=dict(PROXY_TRAIN)))
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -135,7 +145,8 @@ class RefineConfig:
         if self.target_ms is not None and not (self.target_ms > 0 and math.isfinite(self.target_ms)):
             raise RefineError(f"--target-ms must be a positive number of milliseconds, got {self.target_ms}")
         if self.reduction is not None and not 0 < self.reduction < 1:
-            raise RefineError(f"--reduction must be a fraction in (0, 1), e.g. 0.2 for 20 % faster; got {self.reduction}")
+            raise RefineError(f"--reduction must be a fraction in (0, 1), e.g. 0.2 for 20 % faster; "
+                              f"got {self.reduction}")
         if self.metric not in ("slope", "accuracy"):
             raise RefineError(f"--metric must be slope or accuracy, got {self.metric!r}")
         if not 0 < self.delta_ratio < 1 or (self.delta_ms is not None and not self.delta_ms > 0):
@@ -157,6 +168,27 @@ class RefineOutcome:
 # ------------------------------------------------------------------------------------------------
 # Ray tasks (module-level functions of plain data, like evaluation.evaluate.evaluate_candidate)
 # ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Refinement:
+    """What every stage of a refinement shares: its configuration, Ray pool, latency model, run
+    directory, progress output, and the wall time spent before this process (a resumed run)."""
+
+    cfg: RefineConfig
+    lat: TableLatency
+    run_dir: Path
+    echo: Callable[[str], None] | None
+    pool: object = None  # evaluation.execution.RayPool, started after the first state is saved
+    elapsed_before_s: float = 0.0
+    t_start: float = field(default_factory=time.perf_counter)
+
+    @property
+    def wall_s(self) -> float:
+        return self.elapsed_before_s + time.perf_counter() - self.t_start
+
+    def log(self, line: str) -> None:
+        log_line(self.run_dir, line, self.echo)
 
 
 def finetune_task(parent_json: str, child_json: str, parent_weights: bytes, cfg: EvalConfig, train: dict,
@@ -182,55 +214,26 @@ def _write_trajectory(run_dir: Path, rows: list[dict]) -> None:
     rundir.write_csv(run_dir / TRAJECTORY_FILE, rows, TRAJECTORY_FIELDS)
 
 
-class Latency:
-    """Predicted latency (the calibrated table) and on-device measurement at the deployment resolution."""
+def table_latency(cfg: EvalConfig) -> TableLatency:
+    """NetAdapt's latency model: the calibrated table of ``cfg`` at its deployment resolution, whatever
+    ``cfg.latency`` says (each step's cut must be predicted before anything is trained). A
+    :class:`latency.model.DeviceTableLatency` when the table is another device's (nothing measured)."""
+    return latency_model(cfg, "predicted")
 
-    def __init__(self, cfg: EvalConfig):
-        self.table = latency_table(cfg)
-        self.resolution = cfg.deploy_resolution
-        self.mcfg = cfg.measure_config()
 
-    @property
-    def can_measure(self) -> bool:
-        return self.table.can_measure
+def calibrate_near(lat: TableLatency, spec: ArchSpec, echo) -> float | None:
+    """Measure ``spec`` and two narrower versions whole and refit the table's calibration on them,
+    so that predictions are accurate where NetAdapt will walk. Returns the start's measured latency
+    (None where this machine cannot measure)."""
+    from netadapt.channels import scale_widths
 
-    def predict(self, spec: ArchSpec) -> float:
-        return self.table.predict(spec.replace(resolution=self.resolution)).latency_ms
-
-    def _onnx(self, spec: ArchSpec) -> bytes:
-        from search_spaces.export import export_onnx
-
-        return export_onnx(spec.replace(resolution=self.resolution))
-
-    def measure(self, spec: ArchSpec) -> float | None:
-        from latency.measure import measure_onnx
-
-        return measure_onnx(self._onnx(spec), self.mcfg).median_ms if self.can_measure else None
-
-    def ratio(self, spec: ArchSpec, reference: ArchSpec) -> float | None:
-        """latency(spec) / latency(reference), measured interleaved (NetAdapt's 1 % steps need pairing)."""
-        from latency.measure import measure_pair
-
-        return measure_pair(self._onnx(spec), self._onnx(reference), self.mcfg).ratio if self.can_measure else None
-
-    def calibrate_near(self, spec: ArchSpec, echo) -> float | None:
-        """Measure ``spec`` and two narrower versions whole and refit the table's calibration on them,
-        so that predictions are accurate where NetAdapt will walk. Returns the start's measured latency."""
-        from netadapt.channels import scale_widths
-
-        if not self.can_measure:
-            return None
-        start = None
-        for m in (1.0, 0.75, 0.5):
-            s = scale_widths(spec, m).replace(resolution=self.resolution)
-            measured = self.measure(s)
-            self.table.add_point(s, measured)
-            start = start if start is not None else measured
-        cal = self.table.fit()
-        if echo:
-            echo(f"calibrated the latency table on the start network and two narrower versions "
-                 f"(leave-one-out error {cal.loo_mean_abs_error:.1%} over {cal.n_points} networks)")
-        return start
+    if not lat.can_measure:
+        return None
+    measured, cal = lat.calibrate_near([scale_widths(spec, m) for m in (1.0, 0.75, 0.5)])
+    if echo:
+        echo(f"calibrated the latency table on the start network and two narrower versions "
+             f"(leave-one-out error {cal.loo_mean_abs_error:.1%} over {cal.n_points} networks)")
+    return measured[0]
 
 
 def _start_spec(cfg: RefineConfig, data) -> ArchSpec:
@@ -245,7 +248,7 @@ def _start_spec(cfg: RefineConfig, data) -> ArchSpec:
 
 
 def _train_cfg(cfg: RefineConfig, **changes) -> dict:
-    base = {"batch_size": 128, "resolution_px": 32, "threads": cfg.cpus_per_trial, **cfg.eval.train}
+    base = {**PROXY_TRAIN, "threads": cfg.cpus_per_trial, **cfg.eval.train}
     base.pop("epochs", None), base.pop("steps", None)
     return {**base, **changes}
 
@@ -281,52 +284,53 @@ def run_refine(cfg: RefineConfig, *, resume: bool = False, force: bool = False,
         state = None
 
     data = load_dataset(cfg.eval.dataset, cfg.eval.data_dir)  # fail fast, before Ray starts
-    lat = Latency(cfg.eval)
-    pool = None
-    elapsed_before = state.get("elapsed_s", 0.0) if state else 0.0
+    ctx = Refinement(cfg, table_latency(cfg.eval), run_dir, echo,
+                     elapsed_before_s=state.get("elapsed_s", 0.0) if state else 0.0, t_start=t_start)
 
     def save(st: dict) -> dict:
-        st = {**st, "elapsed_s": elapsed_before + time.perf_counter() - t_start}
+        st = {**st, "elapsed_s": ctx.wall_s}
         atomic_write_text(state_path, json.dumps(st, indent=1))
         return st
 
     try:
         if state is None:
             start = _start_spec(cfg, data)
-            state = _begin(cfg, start, lat, run_dir, echo)
+            state = _begin(ctx, start)
             atomic_write_text(run_dir / CONFIG_FILE, json.dumps(
-                {"refine": cfg.to_dict(), "environment": environment(), "device": lat.table.fingerprint,
+                {"refine": cfg.to_dict(), "environment": environment(), "device": ctx.lat.fingerprint,
+                 "latency_model": ctx.lat.describe(),
                  "dataset": {"name": data.name, "source": data.source, "classes": data.num_classes},
                  "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2, default=str))
             state = save(state)
-        pool = RayPool(address=cfg.ray_address, cpus_per_trial=cfg.cpus_per_trial, max_retries=cfg.max_retries)
+        ctx.pool = RayPool(address=cfg.ray_address, cpus_per_trial=cfg.cpus_per_trial, max_retries=cfg.max_retries)
         if state["stage"] == "pretrain":
-            state = save(_pretrain(cfg, state, pool, run_dir, echo))
+            state = save(_pretrain(ctx, state))
         while state["stage"] == "iterate":
-            state = save(_iterate(cfg, state, pool, lat, run_dir, echo))
+            state = save(_iterate(ctx, state))
             _prune_weights(run_dir, state)
         if state["stage"] == "finish":
-            state = save(_finish(cfg, state, pool, lat, run_dir, echo, elapsed_before + time.perf_counter() - t_start))
+            state = save(_finish(ctx, state))
     finally:
-        if pool is not None:
-            pool.shutdown()
+        if ctx.pool is not None:
+            ctx.pool.shutdown()
     metrics = json.loads((run_dir / FINAL_METRICS_FILE).read_text())
     return RefineOutcome(run_dir, metrics, time.perf_counter() - t_start)
 
 
-def _begin(cfg: RefineConfig, start: ArchSpec, lat: Latency, run_dir: Path, echo) -> dict:
+def _begin(ctx: Refinement, start: ArchSpec) -> dict:
     """Resolve target and δ, check that the target is reachable, save the start; the first state."""
+    cfg, lat, run_dir, echo = ctx.cfg, ctx.lat, ctx.run_dir, ctx.echo
     from netadapt.proposals import smallest_network
 
-    measured = lat.calibrate_near(start, echo)
-    l0 = lat.predict(start)
+    measured = calibrate_near(lat, start, echo)
+    l0 = lat.latency_ms(start)
     # The target is a latency on the device: compare it with measurements where this machine can
     # measure (each chosen step is measured against the start, interleaved), else with predictions.
     basis = "measured" if measured else "predicted"
     l0_basis = measured or l0
     target = cfg.target_ms if cfg.target_ms is not None else (1 - cfg.reduction) * l0_basis
     delta = cfg.delta_ms if cfg.delta_ms is not None else cfg.delta_ratio * l0
-    floor = lat.predict(smallest_network(start, cfg.min_width)) * l0_basis / l0
+    floor = lat.latency_ms(smallest_network(start, cfg.min_width)) * l0_basis / l0
     if target >= l0_basis:
         raise RefineError(f"{start.name or cfg.arch} already meets the target: {basis} {l0_basis:.3f} ms ≤ "
                           f"{target:.3f} ms on this device; give a lower --target-ms or use --reduction")
@@ -355,7 +359,8 @@ def _begin(cfg: RefineConfig, start: ArchSpec, lat: Latency, run_dir: Path, echo
             "rows": [], "path_steps": 0}
 
 
-def _pretrain(cfg: RefineConfig, state: dict, pool, run_dir: Path, echo) -> dict:
+def _pretrain(ctx: Refinement, state: dict) -> dict:
+    cfg, pool, run_dir, echo = ctx.cfg, ctx.pool, ctx.run_dir, ctx.echo
     spec = ArchSpec.from_dict(state["start"])
     log_line(run_dir, f"no --weights: training the start network for {cfg.pretrain_epochs:g} epochs first", echo)
     cpus = pool.node_cpus  # one task alone: it may use a whole node
@@ -375,8 +380,9 @@ def _start_row(state: dict, spec: ArchSpec, accuracy: float) -> dict:
             "madds": c.madds, "params": c.params, "chosen": True}
 
 
-def _iterate(cfg: RefineConfig, state: dict, pool, lat: Latency, run_dir: Path, echo) -> dict:
+def _iterate(ctx: Refinement, state: dict) -> dict:
     """One NetAdapt iteration (or the decision that none is needed): returns the next state."""
+    cfg, pool, lat, run_dir, echo = ctx.cfg, ctx.pool, ctx.lat, ctx.run_dir, ctx.echo
     from evaluation.execution import WorkerLostError
     from netadapt.proposals import make_proposals
 
@@ -400,7 +406,7 @@ def _iterate(cfg: RefineConfig, state: dict, pool, lat: Latency, run_dir: Path, 
         log_line(run_dir, f"stopped at --max-iters {cfg.max_iters} before the target", echo)
         return {**state, "stage": "finish", "target_met": False}
 
-    proposals = make_proposals(spec, lat.predict, cur["latency_pred_ms"], state["delta_ms"], cfg.channel_step,
+    proposals = make_proposals(spec, lat.latency_ms, cur["latency_pred_ms"], state["delta_ms"], cfg.channel_step,
                                cfg.min_width)
     if not proposals:
         log_line(run_dir, "no channel group can cut δ any more: stopping before the target", echo)
@@ -434,7 +440,8 @@ def _iterate(cfg: RefineConfig, state: dict, pool, lat: Latency, run_dir: Path, 
         raise RefineError(f"iteration {k}: every proposal failed (first error: {results[0]['error']})")
     chosen, res, row = proposals[i], results[i], rows[i]
     if state["l0_measured_ms"] is not None:  # against the start, so that errors do not add up step by step
-        row["latency_measured_ms"] = lat.ratio(chosen.spec, ArchSpec.from_dict(state["start"])) * state["l0_measured_ms"]
+        ratio = lat.ratio(chosen.spec, ArchSpec.from_dict(state["start"]))
+        row["latency_measured_ms"] = ratio * state["l0_measured_ms"]
         row["delta_latency_measured_ms"] = row["latency_measured_ms"] - cur["latency_measured_ms"]
     row["chosen"] = True
     name = f"weights/iter_{k}.pt"
@@ -471,7 +478,7 @@ def _prune_weights(run_dir: Path, state: dict) -> None:
             p.unlink(missing_ok=True)
 
 
-def _baseline_spec(start: ArchSpec, lat: Latency, latency_ms: float) -> tuple[ArchSpec, float]:
+def _baseline_spec(start: ArchSpec, lat: TableLatency, latency_ms: float) -> tuple[ArchSpec, float]:
     """The uniform width multiplier of ``start`` whose predicted latency is closest to ``latency_ms``.
 
     Widths round to multiples of 8 (the MobileNets' rule), so latency moves in steps; the bisection
@@ -481,26 +488,46 @@ def _baseline_spec(start: ArchSpec, lat: Latency, latency_ms: float) -> tuple[Ar
     lo, hi = 0.05, 1.0  # lat(lo) <= latency_ms < lat(hi) (the start is slower than the result)
     for _ in range(12):
         mid = (lo + hi) / 2
-        if lat.predict(scale_widths(start, mid)) <= latency_ms:
+        if lat.latency_ms(scale_widths(start, mid)) <= latency_ms:
             lo = mid
         else:
             hi = mid
     below, above = scale_widths(start, lo), scale_widths(start, hi)
-    if abs(lat.predict(above) - latency_ms) < abs(lat.predict(below) - latency_ms):
+    if abs(lat.latency_ms(above) - latency_ms) < abs(lat.latency_ms(below) - latency_ms):
         return above, hi
     return below, lo
 
 
-def _finish(cfg: RefineConfig, state: dict, pool, lat: Latency, run_dir: Path, echo, wall_s: float) -> dict:
+def _finish(ctx: Refinement, state: dict) -> dict:
     """Long-term fine-tune (or retrain), the width-multiplier baseline, final measurements, files."""
-    from search_spaces.export import export_onnx
+    jobs, baseline = _final_jobs(ctx, state)
+    ctx.log("final training of the result" + (" and the baseline" if baseline else ""))
+    results = {name: ctx.pool.result(ref) for name, ref in jobs.items()}
+    for name, res in results.items():
+        if res.get("error"):
+            raise RefineError(f"final training of the {name} network failed: {res['error']}")
+    metrics = _final_metrics(ctx, state, results, baseline)
+    atomic_write_text(ctx.run_dir / FINAL_METRICS_FILE, json.dumps(metrics, indent=2))
+    s, r = metrics["start"], metrics["refined"]
+    nan = float("nan")
+    ctx.log(f"result: {r['name']}: held-out accuracy {r['accuracy']:.4f} (start {s['accuracy']:.4f}), test "
+            f"{r['test_accuracy']:.4f} (start {s['test_accuracy']:.4f}); measured "
+            f"{r['latency_measured_ms'] or nan:.3f} ms (start {s['latency_measured_ms'] or nan:.3f} ms)")
+    if baseline:
+        b = metrics["baseline"]
+        ctx.log(f"baseline ×{b['width_multiplier']:.3f}: held-out accuracy {b['accuracy']:.4f}, test "
+                f"{b['test_accuracy']:.4f}, measured {b['latency_measured_ms'] or nan:.3f} ms")
+    return {**state, "stage": "done"}
 
-    start = ArchSpec.from_dict(state["start"])
-    cur = state["current"]
+
+def _final_jobs(ctx: Refinement, state: dict) -> tuple[dict, tuple[ArchSpec, float] | None]:
+    """Submit the final trainings: the result (fine-tune, retrain or score), the start (score) and the
+    baseline at the result's predicted latency with the same budget; returns ``(jobs, (baseline, ×))``."""
+    cfg, pool = ctx.cfg, ctx.pool
+    start, cur = ArchSpec.from_dict(state["start"]), state["current"]
     refined = ArchSpec.from_dict(cur["spec"])
-    weights = (run_dir / cur["weights"]).read_bytes()
-    start_weights = (run_dir / WEIGHTS_DIR / "start.pt").read_bytes()
-    steps_final = None
+    weights = (ctx.run_dir / cur["weights"]).read_bytes()
+    start_weights = (ctx.run_dir / WEIGHTS_DIR / "start.pt").read_bytes()
     jobs = {}
     if cfg.retrain:
         length = {"epochs": cfg.final_epochs} if cfg.final_epochs else {"epochs": cfg.pretrain_epochs}
@@ -512,59 +539,54 @@ def _finish(cfg: RefineConfig, state: dict, pool, lat: Latency, run_dir: Path, e
     else:
         jobs["refined"] = pool.call(score_task, refined.to_json(), weights, cfg.eval, _train_cfg(cfg), True)
     jobs["start"] = pool.call(score_task, start.to_json(), start_weights, cfg.eval, _train_cfg(cfg), True)
-    base_spec, multiplier = None, None
-    if cfg.baseline:
-        base_spec, multiplier = _baseline_spec(start, lat, cur["latency_pred_ms"])
-        base_spec = base_spec.replace(name=f"{start.name}@x{multiplier:.3f}")
-        if cfg.retrain:
-            jobs["baseline"] = pool.call(train_task, base_spec.to_json(), cfg.eval,
-                                         _train_cfg(cfg, epochs=cfg.final_epochs or cfg.pretrain_epochs), cfg.seed, True)
-        else:
-            # the same fine-tuning budget the refined network had: its path's steps plus the final epochs
-            n_train = _train_size(cfg)
-            steps_final = math.ceil(cfg.final_epochs * n_train / _train_cfg(cfg)["batch_size"]) if cfg.final_epochs else 0
-            jobs["baseline"] = pool.call(finetune_task, start.to_json(), base_spec.to_json(), start_weights, cfg.eval,
-                                         _finetune(cfg, steps=max(1, state["path_steps"] + steps_final)), cfg.seed,
-                                         True)
-        log_line(run_dir, f"baseline: {start.name} at width multiplier {multiplier:.3f} "
-                          f"({lat.predict(base_spec):.3f} ms predicted)", echo)
-    log_line(run_dir, "final training of the result" + (" and the baseline" if cfg.baseline else ""), echo)
-    results = {name: pool.result(ref) for name, ref in jobs.items()}
-    for name, res in results.items():
-        if res.get("error"):
-            raise RefineError(f"final training of the {name} network failed: {res['error']}")
-    final_weights = results["refined"].get("weights") or weights
+    if not cfg.baseline:
+        return jobs, None
+    base_spec, multiplier = _baseline_spec(start, ctx.lat, cur["latency_pred_ms"])
+    base_spec = base_spec.replace(name=f"{start.name}@x{multiplier:.3f}")
+    if cfg.retrain:
+        jobs["baseline"] = pool.call(train_task, base_spec.to_json(), cfg.eval,
+                                     _train_cfg(cfg, epochs=cfg.final_epochs or cfg.pretrain_epochs), cfg.seed, True)
+    else:
+        # the same fine-tuning budget the refined network had: its path's steps plus the final epochs
+        batch = _train_cfg(cfg)["batch_size"]
+        steps_final = math.ceil(cfg.final_epochs * _train_size(cfg) / batch) if cfg.final_epochs else 0
+        jobs["baseline"] = pool.call(finetune_task, start.to_json(), base_spec.to_json(), start_weights, cfg.eval,
+                                     _finetune(cfg, steps=max(1, state["path_steps"] + steps_final)), cfg.seed, True)
+    ctx.log(f"baseline: {start.name} at width multiplier {multiplier:.3f} "
+            f"({ctx.lat.latency_ms(base_spec):.3f} ms predicted)")
+    return jobs, (base_spec, multiplier)
+
+
+def _final_metrics(ctx: Refinement, state: dict, results: dict, baseline) -> dict:
+    """Write the result's files and measure start, result (and baseline) whole: final_metrics.json's content."""
+    from search_spaces.export import export_onnx
+
+    cfg, lat, run_dir = ctx.cfg, ctx.lat, ctx.run_dir
+    start, cur = ArchSpec.from_dict(state["start"]), state["current"]
+    refined = ArchSpec.from_dict(cur["spec"])
+    final_weights = results["refined"].get("weights") or (run_dir / cur["weights"]).read_bytes()
     atomic_write_bytes(run_dir / REFINED_WEIGHTS_FILE, final_weights)
     refined.save(run_dir / REFINED_FILE)
     export_onnx(refined.replace(resolution=lat.resolution), run_dir / REFINED_ONNX_FILE)
-    log_line(run_dir, "measuring start, result" + (" and baseline" if cfg.baseline else "") + " on the device", echo)
+    ctx.log("measuring start, result" + (" and baseline" if baseline else "") + " on the device")
     metrics = {
-        "start": _metrics(start, results["start"]["accuracy"], state["l0_pred_ms"], lat.measure(start),
+        "start": _metrics(start, results["start"]["accuracy"], state["l0_pred_ms"], lat.measure_ms(start),
                           test_accuracy=results["start"]["test_accuracy"]),
-        "refined": _metrics(refined, results["refined"]["accuracy"], cur["latency_pred_ms"], lat.measure(refined),
-                            test_accuracy=results["refined"]["test_accuracy"]),
+        "refined": _metrics(refined, results["refined"]["accuracy"], cur["latency_pred_ms"], lat.measure_ms(refined),
+                            test_accuracy=results["refined"]["test_accuracy"], name=refined.name),
         "target_ms": state["target_ms"], "delta_ms": state["delta_ms"], "target_met": state.get("target_met"),
         "iterations": state["iteration"], "metric": cfg.metric, "steps": cfg.steps,
         "fine_tune_steps_path": state["path_steps"], "retrain": cfg.retrain, "final_epochs": cfg.final_epochs,
         "deploy_resolution": lat.resolution, "dataset": cfg.eval.dataset,
     }
-    if cfg.baseline:
+    if baseline:
+        base_spec, multiplier = baseline
         base_spec.save(run_dir / BASELINE_FILE)
-        metrics["baseline"] = _metrics(base_spec, results["baseline"]["accuracy"], lat.predict(base_spec),
-                                       lat.measure(base_spec), test_accuracy=results["baseline"]["test_accuracy"],
+        metrics["baseline"] = _metrics(base_spec, results["baseline"]["accuracy"], lat.latency_ms(base_spec),
+                                       lat.measure_ms(base_spec), test_accuracy=results["baseline"]["test_accuracy"],
                                        width_multiplier=multiplier)
-    metrics["wall_s"] = wall_s
-    atomic_write_text(run_dir / FINAL_METRICS_FILE, json.dumps(metrics, indent=2))
-    s, r = metrics["start"], metrics["refined"]
-    line = (f"result: {refined.name}: held-out accuracy {r['accuracy']:.4f} (start {s['accuracy']:.4f}), test "
-            f"{r['test_accuracy']:.4f} (start {s['test_accuracy']:.4f}); measured {r['latency_measured_ms'] or float('nan'):.3f} ms "
-            f"(start {s['latency_measured_ms'] or float('nan'):.3f} ms)")
-    log_line(run_dir, line, echo)
-    if cfg.baseline:
-        b = metrics["baseline"]
-        log_line(run_dir, f"baseline ×{multiplier:.3f}: held-out accuracy {b['accuracy']:.4f}, test "
-                          f"{b['test_accuracy']:.4f}, measured {b['latency_measured_ms'] or float('nan'):.3f} ms", echo)
-    return {**state, "stage": "done"}
+    metrics["wall_s"] = ctx.wall_s
+    return metrics
 
 
 def _train_size(cfg: RefineConfig) -> int:

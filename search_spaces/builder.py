@@ -1,9 +1,9 @@
 """PyTorch modules built from the layer walk, exactly as the MobileNetV3 paper describes them.
 
-* h-swish = x·ReLU6(x+3)/6 and hard-sigmoid = ReLU6(x+3)/6 ([V3] §5.2), as ``nn.Hardswish`` /
+* h-swish = x·ReLU6(x+3)/6 and hard-sigmoid = ReLU6(x+3)/6 (MobileNetV3 §5.2), as ``nn.Hardswish`` /
   ``nn.Hardsigmoid`` so that ONNX export emits the native ``HardSwish``/``HardSigmoid`` ops;
 * squeeze-and-excite on the expanded representation: pool → 1×1 conv → ReLU → 1×1 conv → gate
-  ([V3] §5.3; widths from the walk);
+  (MobileNetV3 §5.3; widths from the walk);
 * inverted residual without the 1×1 expansion when exp == in; residual only when the spec says so
   (validated: stride 1 and in == out);
 * batch norm with eps 1e-3 and momentum 0.01 (TF's decay 0.99), as the reference implementations.
@@ -34,7 +34,8 @@ def make_activation(act: Activation | None) -> nn.Module:
     }[act]()
 
 
-def conv_bn_act(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act: Activation | None = None) -> nn.Sequential:
+def conv_bn_act(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1,
+                act: Activation | None = None) -> nn.Sequential:
     layers: list[nn.Module] = [
         nn.Conv2d(cin, cout, k, stride, padding=k // 2, groups=groups, bias=False),
         nn.BatchNorm2d(cout, eps=BN_EPS, momentum=BN_MOMENTUM),

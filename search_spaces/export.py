@@ -1,12 +1,15 @@
 """ONNX export of any spec (or any module built from one).
 
-We use the TorchScript exporter (``dynamo=False``), opset 17, a single file (no external data):
-it runs offline without ``onnxscript``, honours the requested opset exactly (the dynamo exporter in
-torch 2.13 silently produced opset 18), exports in ~1 s instead of ~6 s — which matters when every
-search trial is exported — and its graph is as lean (see ``shared/reference/infra.md`` §1.2; the two
-exporters' latencies agree within 1 %). BatchNorm is exported as ``BatchNormalization`` in eval mode
-and folded into the convs by ONNX Runtime's graph optimizer; h-swish and hard-sigmoid are exported as
-the native ``HardSwish``/``HardSigmoid`` ops.
+We use the TorchScript exporter (``dynamo=False``; ``torch.onnx.export`` defaults to the dynamo
+exporter since torch 2.9, https://docs.pytorch.org/docs/stable/onnx.html), opset 17, a single file
+(no external data): it runs offline without ``onnxscript`` and honours the requested opset exactly.
+In a one-off trial on the development VM (torch 2.13, a MobileNetV3-Small-sized network) the dynamo
+exporter, asked for opset 17, produced opset 18, and took ~6 s to export against ~1 s — which
+matters when every search trial is exported — while the two exports' latencies agreed within 1 %.
+:func:`_lean` drops the ``Identity`` and ``Constant`` nodes the TorchScript exporter adds (the
+README's "Measured results" lists the exported MobileNetV3-Large graph). BatchNorm is exported as
+``BatchNormalization`` in eval mode and folded into the convs by ONNX Runtime's graph optimizer;
+h-swish and hard-sigmoid are exported as the native ``HardSwish``/``HardSigmoid`` ops.
 """
 
 from __future__ import annotations

@@ -1,8 +1,13 @@
 """Channel rounding and width multipliers: the one place where relative widths become integers.
 
 Reference networks and search spaces describe stages *relatively* (a base channel count, an
-expansion ratio, a width multiplier); :func:`build_spec` resolves them into an :class:`ArchSpec` with
-absolute channels. Nothing downstream (costs, builder, lookup tables, NetAdapt) ever rounds again.
+expansion ratio, a width multiplier). :func:`stage_blocks` expands one stage into blocks with
+absolute, rounded channels; :func:`build_spec` uses it to resolve a whole recipe (the reference
+networks) into an :class:`ArchSpec`, and ``search_spaces.spaces`` uses it to decode every stage of a
+sampled architecture (rounding its stem and head with :func:`make_divisible`). Nothing downstream
+(costs, builder, lookup tables) rounds again; NetAdapt's width-multiplier baseline
+(``netadapt.channels.scale_widths``) rounds with :func:`make_divisible`, and its proposals move widths
+in steps of the same divisor.
 
 The rounding rule is the TF/torchvision ``make_divisible`` (round to the nearest multiple of the
 divisor, never below it, and never more than 10 % below the exact value). The width rule is the TF
@@ -59,7 +64,9 @@ class StageRecipe:
     """``repeats`` identical layers, the first with ``stride``; widths are relative (pre-multiplier).
 
     ``expand_ratio`` multiplies the (scaled) input width of each layer; ``out_channels`` is the
-    unscaled output width. ``residual`` None means "whenever shapes allow" (stride 1, in == out).
+    unscaled output width (fractional when a search space scales a baseline width by a filter
+    ratio). ``residual`` None means "whenever shapes allow" (stride 1, in == out). Expanded into
+    blocks by :func:`stage_blocks`.
     """
 
     kind: BlockKind
@@ -67,10 +74,55 @@ class StageRecipe:
     kernel_size: int
     stride: int
     expand_ratio: float
-    out_channels: int
+    out_channels: float
     se: bool = False
     activation: Activation = Activation.RELU
     residual: bool | None = None
+
+
+def stage_blocks(stage: StageRecipe, in_channels: int, width: float = 1.0) -> list[Block]:
+    """The blocks of one stage, with absolute (rounded) widths.
+
+    Args:
+        stage: the stage, its widths relative.
+        in_channels: absolute width entering the stage (the previous stage's output).
+        width: multiplier on ``stage.out_channels``; the output width is
+            ``make_divisible(stage.out_channels * width)`` (evaluated in that order).
+
+    Returns:
+        ``stage.repeats`` blocks (none for 0): only the first strides; each MBConv expands its own
+        input width by ``expand_ratio`` (rounded), a depthwise-separable block keeps its input width,
+        a regular conv has no expansion (``expand_channels == out_channels``); a block has a residual
+        when ``stage.residual`` allows it (None: always) and its stride is 1 and in == out.
+    """
+    out = make_divisible(stage.out_channels * width)
+    blocks: list[Block] = []
+    prev = in_channels
+    for r in range(stage.repeats):
+        stride = stage.stride if r == 0 else 1
+        if stage.kind is BlockKind.DSCONV:
+            expand = prev
+        elif stage.kind is BlockKind.CONV:
+            expand = out
+        else:
+            expand = make_divisible(prev * stage.expand_ratio)
+        can_skip = stride == 1 and prev == out
+        residual = can_skip if stage.residual is None else (stage.residual and can_skip)
+        blocks.append(
+            Block(
+                kind=stage.kind,
+                in_channels=prev,
+                expand_channels=expand,
+                out_channels=out,
+                kernel_size=stage.kernel_size,
+                stride=stride,
+                se=stage.se,
+                activation=stage.activation,
+                residual=residual,
+            )
+        )
+        prev = out
+    return blocks
 
 
 @dataclass(frozen=True)
@@ -109,31 +161,8 @@ def build_spec(
     blocks: list[Block] = []
     prev = stem_out
     for stage in recipe.stages:
-        out = make_divisible(stage.out_channels * width)
-        for r in range(stage.repeats):
-            stride = stage.stride if r == 0 else 1
-            if stage.kind is BlockKind.DSCONV:
-                expand = prev
-            elif stage.kind is BlockKind.CONV:
-                expand = out
-            else:
-                expand = make_divisible(prev * stage.expand_ratio)
-            can_skip = stride == 1 and prev == out
-            residual = can_skip if stage.residual is None else (stage.residual and can_skip)
-            blocks.append(
-                Block(
-                    kind=stage.kind,
-                    in_channels=prev,
-                    expand_channels=expand,
-                    out_channels=out,
-                    kernel_size=stage.kernel_size,
-                    stride=stride,
-                    se=stage.se,
-                    activation=stage.activation,
-                    residual=residual,
-                )
-            )
-            prev = out
+        blocks.extend(stage_blocks(stage, prev, width))
+        prev = blocks[-1].out_channels if blocks else prev
     head_conv = (
         make_divisible(recipe.head_conv_channels * max(width, recipe.head_conv_min_width))
         if recipe.head_conv_channels

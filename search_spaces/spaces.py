@@ -1,6 +1,6 @@
 """Search spaces: decode a vector of named decisions into an :class:`ArchSpec`.
 
-The MnasNet factorized hierarchical space ([MNAS] §4.1, Fig. 4): the network is a stem, then 7
+The MnasNet factorized hierarchical space (MnasNet §4.1, Fig. 4): the network is a stem, then 7
 blocks, each repeating one searched layer N_i times (only the first layer strides), then a head.
 Per block the search picks
 
@@ -28,8 +28,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from search_spaces.scaling import make_divisible
-from search_spaces.walk import LayerKey, block_key, head_layers, stem_key
+from search_spaces.scaling import StageRecipe, make_divisible, stage_blocks
 from search_spaces.spec import (
     Activation,
     ArchSpec,
@@ -42,6 +41,7 @@ from search_spaces.spec import (
     SpecError,
     Stem,
 )
+from search_spaces.walk import LayerKey, block_key, head_layers, stem_key
 
 CONV_OPS = ("conv", "dsconv", "mbconv3", "mbconv6")
 KERNELS = (3, 5)
@@ -50,6 +50,10 @@ SKIPS = ("identity", "none")
 FILTER_RATIOS = (0.75, 1.0, 1.25)
 LAYER_DELTAS = (-1, 0, 1)
 ACTIVATIONS = ("relu", "hswish")
+
+_OP_KINDS = {"conv": BlockKind.CONV, "dsconv": BlockKind.DSCONV, "mbconv3": BlockKind.MBCONV,
+             "mbconv6": BlockKind.MBCONV}
+_OP_EXPANSIONS = {"mbconv3": 3, "mbconv6": 6}  # of each layer's input width; the others have none
 
 
 @dataclass(frozen=True)
@@ -160,10 +164,10 @@ class FactorizedSpace:
         blocks: list[Block] = []
         prev = stem_out
         for i, base in enumerate(self.baseline):
-            p = lambda field: params[f"b{i}.{field}"]  # noqa: E731
+            d = {f: params[f"b{i}.{f}"] for f in ("op", "kernel", "se", "skip", "filters", "layers")}
             blocks_here = self._stage_blocks(
-                prev, base, p("op"), p("kernel"), p("se"), p("skip"), p("filters"), p("layers"),
-                p("act") if v3 else "relu",
+                prev, base, d["op"], d["kernel"], d["se"], d["skip"], d["filters"], d["layers"],
+                params[f"b{i}.act"] if v3 else "relu",
             )
             blocks.extend(blocks_here)
             if blocks_here:
@@ -268,24 +272,19 @@ class FactorizedSpace:
                 raise SpecError(d.name, f"must be one of {', '.join(map(str, d.choices))}, got {params[d.name]!r}")
 
     def _stage_blocks(self, prev, base, op, kernel, se, skip, filters, layers, act) -> list[Block]:
-        out = make_divisible(base.out_channels * filters * self.base_width)
-        repeats = max(1 if base.stride > 1 else 0, base.repeats + layers)
-        blocks = []
-        for r in range(repeats):
-            stride = base.stride if r == 0 else 1
-            if op == "conv":
-                kind, expand = BlockKind.CONV, out
-            elif op == "dsconv":
-                kind, expand = BlockKind.DSCONV, prev
-            else:
-                kind, expand = BlockKind.MBCONV, make_divisible(prev * (3 if op == "mbconv3" else 6))
-            blocks.append(Block(
-                kind=kind, in_channels=prev, expand_channels=expand, out_channels=out, kernel_size=kernel,
-                stride=stride, se=se > 0, activation=Activation(act),
-                residual=skip == "identity" and stride == 1 and prev == out,
-            ))
-            prev = out
-        return blocks
+        """One searched block (MnasNet's "block": a stage of repeated layers) of the decisions given."""
+        stage = StageRecipe(
+            kind=_OP_KINDS[op],
+            repeats=max(1 if base.stride > 1 else 0, base.repeats + layers),
+            kernel_size=kernel,
+            stride=base.stride,
+            expand_ratio=_OP_EXPANSIONS.get(op, 1),
+            out_channels=base.out_channels * filters,  # × base_width below: the product's order is fixed
+            se=se > 0,
+            activation=Activation(act),
+            residual=skip == "identity",
+        )
+        return stage_blocks(stage, prev, self.base_width)
 
     @property
     def _seeds(self) -> dict[str, dict[str, Any]]:

@@ -67,7 +67,8 @@ def format_table(spec: ArchSpec, resolution: int | None = None) -> str:
     right = {0, 3, 4, 7, 8, 9}
     lines = []
     for n, row in enumerate(cells):
-        lines.append("  ".join(v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(zip(row, widths))).rstrip())
+        padded = (v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(zip(row, widths)))
+        lines.append("  ".join(padded).rstrip())
         if n == 0 or n == len(cells) - 2:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)

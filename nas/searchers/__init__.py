@@ -17,10 +17,11 @@ name           sampler
 ``random``     Optuna's :class:`~optuna.samplers.RandomSampler`
 =============  ===============================================================================
 
-All but ``nsga2`` maximize one value, the MnasNet reward (:func:`nas.rewards.mnas_reward`). For
-``nsga2`` the loop tells ``[accuracy, latency_ms]`` and, before telling, calls
-``trial.set_constraint("latency", latency_ms - target_ms)`` (Optuna ≥ 5.0; a trial is feasible when
-every constraint is ≤ 0, and NSGA-II reads ``FrozenTrial.constraints``).
+What a study is told is one rule keyed on :data:`MULTI_OBJECTIVE` (:func:`tell`, used by every search
+loop): all but ``nsga2`` maximize one value, the MnasNet reward (:func:`nas.rewards.mnas_reward`);
+``nsga2`` is told ``[accuracy, latency_ms]`` after ``trial.set_constraint("latency", latency_ms −
+target_ms)`` (Optuna ≥ 5.0; a trial is feasible when every constraint is ≤ 0, and NSGA-II reads
+``FrozenTrial.constraints``). :func:`study_directions` and :func:`trial_reward` follow the same rule.
 
 Our own samplers (``rl``, ``evolution``) derive from :class:`SpaceSampler`, which binds a sampler to
 one search space and reads the study only through its public API (``study.get_trials``,
@@ -32,6 +33,7 @@ a resumed search proposes exactly what the uninterrupted one would have.
 
 from __future__ import annotations
 
+import abc
 import math
 from datetime import datetime
 from typing import Any, Mapping, Sequence
@@ -80,6 +82,37 @@ def trial_reward(name: str, values: Sequence[float], cfg: RewardConfig) -> float
         accuracy, latency_ms = values
         return mnas_reward(accuracy, latency_ms, cfg)
     return float(values[0])
+
+
+LATENCY_CONSTRAINT = "latency"
+"""Key of the latency constraint set on the trials of a multi-objective study."""
+
+
+def tell_values(name: str, accuracy: float, latency_ms: float, reward: float) -> list[float]:
+    """The values a completed trial's study is told: ``[accuracy, latency_ms]`` for the searchers of
+    :data:`MULTI_OBJECTIVE` (the order of :func:`study_directions`), ``[reward]`` for the others."""
+    _check_name(name)
+    return [float(accuracy), float(latency_ms)] if name in MULTI_OBJECTIVE else [float(reward)]
+
+
+def latency_constraint(latency_ms: float, target_ms: float) -> float:
+    """The latency constraint's value: ``latency_ms − target_ms``, feasible (Optuna: ≤ 0) at or under the target."""
+    return float(latency_ms) - float(target_ms)
+
+
+def tell(study: Study, trial: optuna.trial.Trial, name: str, *, accuracy: float, latency_ms: float,
+         reward: float, target_ms: float) -> None:
+    """Tell ``study`` that ``trial`` completed, as searcher ``name`` needs it.
+
+    For the searchers of :data:`MULTI_OBJECTIVE` the trial first gets the constraint
+    :data:`LATENCY_CONSTRAINT` = :func:`latency_constraint` (``trial.set_constraint``, read by NSGA-II),
+    then the study is told :func:`tell_values`. Failed trials are told by the caller
+    (``study.tell(trial, state=TrialState.FAIL)``).
+    """
+    values = tell_values(name, accuracy, latency_ms, reward)
+    if name in MULTI_OBJECTIVE:
+        trial.set_constraint(LATENCY_CONSTRAINT, latency_constraint(latency_ms, target_ms))
+    study.tell(trial, values)
 
 
 def make_sampler(name: str, space: FactorizedSpace, seed: int | None = None, **options: Any) -> BaseSampler:
@@ -132,10 +165,10 @@ def completed_in_order(study: Study) -> list[FrozenTrial]:
 class SpaceSampler(BaseSampler):
     """Base of our samplers: one search space, whole-architecture (relative) proposals.
 
-    A subclass implements :meth:`propose`, which returns one choice index per decision. This class
-    turns that into Optuna's relative sampling, validates the study (one objective), reads rewards
-    with the study's direction, recovers decision indices from any trial's params (enqueued ones
-    included), and provides the per-trial generator.
+    A subclass implements the abstract :meth:`propose`, which returns one choice index per decision.
+    This class turns that into Optuna's relative sampling, validates the study (one objective), reads
+    rewards with the study's direction, recovers decision indices from any trial's params (enqueued
+    ones included), and provides the per-trial generator.
 
     Args:
         space: the search space whose decisions are sampled.
@@ -151,9 +184,15 @@ class SpaceSampler(BaseSampler):
         self._fallback = optuna.samplers.RandomSampler(seed=self._seed)
 
     # -- what subclasses implement ----------------------------------------------------------
+    @abc.abstractmethod
     def propose(self, study: Study, trial: FrozenTrial, rng: np.random.Generator) -> list[int]:
-        """One choice index per decision (in ``space.decisions()`` order) for ``trial``."""
-        raise NotImplementedError
+        """One choice index per decision (in ``space.decisions()`` order) for ``trial``.
+
+        Args:
+            study: the study (read through its public API only).
+            trial: the running trial being sampled.
+            rng: :meth:`trial_rng` of ``trial.number``, the only randomness a proposal may use.
+        """
 
     # -- BaseSampler ------------------------------------------------------------------------
     def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
@@ -187,6 +226,11 @@ class SpaceSampler(BaseSampler):
     @property
     def seed(self) -> int:
         return self._seed
+
+    @property
+    def decisions(self) -> tuple:
+        """The space's decisions, in the order :meth:`propose` returns indices for."""
+        return self._decisions
 
     def trial_rng(self, trial_number: int) -> np.random.Generator:
         """The generator of one trial: a function of the sampling seed and the trial number only."""
@@ -245,6 +289,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "MULTI_OBJECTIVE", "SEARCHERS", "RLSampler", "RegularizedEvolutionSampler", "SpaceSampler",
-    "completed_in_order", "distributions", "fresh_seed", "make_sampler", "study_directions", "trial_reward",
+    "LATENCY_CONSTRAINT", "MULTI_OBJECTIVE", "SEARCHERS", "RLSampler", "RegularizedEvolutionSampler",
+    "SpaceSampler", "completed_in_order", "distributions", "fresh_seed", "latency_constraint",
+    "make_sampler", "study_directions", "tell", "tell_values", "trial_reward",
 ]

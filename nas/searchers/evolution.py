@@ -64,7 +64,7 @@ class RegularizedEvolutionSampler(SpaceSampler):
     def propose(self, study: Study, trial: FrozenTrial, rng: np.random.Generator) -> list[int]:
         population = self.population(study)
         if len(population) < self.population_size:
-            return [int(rng.integers(len(d.choices))) for d in self._decisions]
+            return [int(rng.integers(len(d.choices))) for d in self.decisions]
         drawn = rng.choice(len(population), size=self.sample_size, replace=False)
         parent = max((population[int(i)] for i in drawn), key=lambda member: member[2])[1]
         return self.mutate(parent, rng)
@@ -83,14 +83,14 @@ class RegularizedEvolutionSampler(SpaceSampler):
 
     def mutate(self, parent: list[int], rng: np.random.Generator) -> list[int]:
         """``parent`` with exactly one decision changed to a different value (see the class doc)."""
-        mutable = [i for i, d in enumerate(self._decisions) if len(d.choices) > 1]
+        mutable = [i for i, d in enumerate(self.decisions) if len(d.choices) > 1]
         parent_spec = self._decode(parent) if self.skip_silent_mutations else None
         child = list(parent)
         for _ in range(SILENT_MUTATION_TRIES):
             child = list(parent)
             i = mutable[int(rng.integers(len(mutable)))]
-            offset = 1 + int(rng.integers(len(self._decisions[i].choices) - 1))
-            child[i] = (parent[i] + offset) % len(self._decisions[i].choices)
+            offset = 1 + int(rng.integers(len(self.decisions[i].choices) - 1))
+            child[i] = (parent[i] + offset) % len(self.decisions[i].choices)
             if parent_spec is None:
                 break
             child_spec = self._decode(child)
@@ -100,7 +100,7 @@ class RegularizedEvolutionSampler(SpaceSampler):
 
     def _decode(self, indices: list[int]):
         try:
-            return self._space.decode({d.name: d.choices[i] for d, i in zip(self._decisions, indices)})
+            return self.space.decode({d.name: d.choices[i] for d, i in zip(self.decisions, indices)})
         except SpecError:
             return None
 

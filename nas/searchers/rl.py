@@ -208,8 +208,8 @@ class RLSampler(SpaceSampler):
 
     # -- state --------------------------------------------------------------------------------
     def _reset(self) -> None:
-        generator = torch.Generator().manual_seed(self._seed)
-        self.policy = Controller([len(d.choices) for d in self._decisions], self.hidden_size, self.hidden_size,
+        generator = torch.Generator().manual_seed(self.seed)
+        self.policy = Controller([len(d.choices) for d in self.decisions], self.hidden_size, self.hidden_size,
                                  generator)
         self._optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.learning_rate)
         self._baseline: float | None = None
@@ -236,7 +236,7 @@ class RLSampler(SpaceSampler):
         """The controller's most likely architecture, as params."""
         with _one_thread():
             tokens = self.policy.greedy()
-        return {d.name: d.choices[i] for d, i in zip(self._decisions, tokens)}
+        return {d.name: d.choices[i] for d, i in zip(self.decisions, tokens)}
 
     # -- BaseSampler ----------------------------------------------------------------------------
     def sample_relative(self, study: Study, trial: FrozenTrial,

@@ -1,9 +1,21 @@
 """Recipes of the reference networks; the shipped JSON files are generated from these.
 
-Sources (see ``shared/reference/papers.md``): MobileNetV3 Tables 1–2 and the TF-slim/timm definitions
-(expansion ratios relative to the input width), MnasNet-A1 (Fig. 7 / the TPU code, as timm's
-``semnasnet_100``), MobileNetV2 (torchvision). Regenerate the JSON files with
-``python -m search_spaces.references.recipes``; a test checks they agree.
+Sources:
+
+* MobileNetV3: Howard et al., "Searching for MobileNetV3", ICCV 2019,
+  https://arxiv.org/abs/1905.02244 (final version, v5), Tables 1–2, with the expansion ratios
+  (relative to the input width) of the TF-slim reference
+  (https://github.com/tensorflow/models/blob/master/research/slim/nets/mobilenet/mobilenet_v3.py)
+  and its timm port (https://github.com/huggingface/pytorch-image-models, ``timm/models/mobilenetv3.py``);
+* MnasNet-A1: Tan et al., "MnasNet: Platform-Aware Neural Architecture Search for Mobile", CVPR 2019,
+  https://arxiv.org/abs/1807.11626, Fig. 7, and the official TPU code
+  (https://github.com/tensorflow/tpu/tree/master/models/official/mnasnet, ported as timm's
+  ``semnasnet_100``);
+* MobileNetV2: Sandler et al., "MobileNetV2: Inverted Residuals and Linear Bottlenecks", CVPR 2018,
+  https://arxiv.org/abs/1801.04381, as torchvision's ``mobilenet_v2``.
+
+Regenerate the JSON files with ``python -m search_spaces.references.recipes``; a test checks they
+agree.
 """
 
 from __future__ import annotations
@@ -21,7 +33,7 @@ def _st(kind, repeats, k, s, e, c, se=False, act=RE, residual=None):
     return StageRecipe(kind, repeats, k, s, e, c, se, act, residual)
 
 
-# MobileNetV3-Large ([V3-final] Table 1); ratios as in TF-slim/timm (exp = in × ratio, rounded).
+# MobileNetV3-Large (the paper's Table 1); ratios as in TF-slim/timm (exp = in × ratio, rounded).
 V3_LARGE_STAGES = (
     _st(DS, 1, 3, 1, 1, 16),
     _st(IR, 1, 3, 2, 4, 24),
@@ -34,7 +46,7 @@ V3_LARGE_STAGES = (
     _st(IR, 3, 5, 2, 6, 160, se=True, act=HS),
 )
 
-# MobileNetV3-Small ([V3-final] Table 2; no SE on the last 1×1 conv, as in every implementation).
+# MobileNetV3-Small (the paper's Table 2; no SE on the last 1×1 conv, as in every implementation).
 V3_SMALL_STAGES = (
     _st(DS, 1, 3, 2, 1, 16, se=True),
     _st(IR, 1, 3, 2, 4.5, 24),
@@ -84,7 +96,7 @@ def v3_small(minimal: bool = False) -> NetRecipe:
 
 
 def v3_large_classic_last_stage() -> NetRecipe:
-    """Ablation (§5.1, Fig. 5): the original last stage — one more bottleneck (960 → 320) and a
+    """Ablation (MobileNetV3 §5.1, Fig. 5): the original last stage — one more bottleneck (960 → 320) and a
     1×1 conv to 1280 *before* pooling — instead of the efficient one."""
     base = v3_large()
     return NetRecipe(
@@ -99,7 +111,7 @@ def v3_large_classic_last_stage() -> NetRecipe:
 
 
 def v3_large_stem32_relu() -> NetRecipe:
-    """Ablation (§5.1): the 32-filter ReLU stem that the 16-filter h-swish stem replaced."""
+    """Ablation (MobileNetV3 §5.1): the 32-filter ReLU stem that the 16-filter h-swish stem replaced."""
     base = v3_large()
     return NetRecipe(
         stem_channels=32,

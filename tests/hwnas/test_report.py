@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from nas import cli, report
+from hwnas import cli, report
 from hwnas.report import latency_error_stats, write_report
 from nas.search import run_search
 from search_spaces import load, references, walk
@@ -169,7 +169,8 @@ HEADER = b"number,state,accuracy,latency_ms,reward\n"
 BAD_DIRS = {
     "missing": (lambda p: p, "no such run directory"),
     "empty": (lambda p: p.mkdir() or p, "is not a run directory"),
-    "columns": (lambda p: trials_dir(p, b"number,state\n0,COMPLETE\n"), "missing column(s) accuracy, latency_ms, reward"),
+    "columns": (lambda p: trials_dir(p, b"number,state\n0,COMPLETE\n"),
+                "missing column(s) accuracy, latency_ms, reward"),
     "text": (lambda p: trials_dir(p, HEADER + b"0,COMPLETE,high,1,1\n"), "column accuracy is not numeric"),
     "binary": (lambda p: trials_dir(p, b"\xff\xfe\x00garbage\n\xff,\x00"), "trials.csv: not a readable"),
     "config": (lambda p: trials_dir(p, HEADER, config="{oops"), "config.json: not valid JSON"),

@@ -11,8 +11,16 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from latency.lut import (LatencyTable, MissingEntryError, export_bundle, kendall_tau, layer_input_shape,
-                         layer_onnx, validate, validation_summary)
+from latency.lut import (
+    LatencyTable,
+    MissingEntryError,
+    export_bundle,
+    kendall_tau,
+    layer_input_shape,
+    layer_onnx,
+    validate,
+    validation_summary,
+)
 from latency.lut_store import GROUPS, Calibration, TableFormatError, fit_calibration, group_sums, raw_sum_ms
 from latency.measure import MeasureConfig
 from search_spaces import references, walk
@@ -99,6 +107,20 @@ def test_calibration_fit_global_scale_then_per_kind_factors():
     assert group_sums(["conv", "pool", "linear", "mbconv"], [1.0, 0.1, 0.2, 2.0]) == pytest.approx(
         {"conv": 1.0, "dsconv": 0.0, "mbconv": 2.0, "other": 0.3})
     assert set(GROUPS) == {"conv", "dsconv", "mbconv", "other"}
+
+
+def test_calibration_describes_what_the_predictor_applies():
+    assert Calibration().describe() == "uncalibrated"
+    few = Calibration(scale=0.967, n_points=5, loo_mean_abs_error=0.048, loo_max_abs_error=0.09)
+    assert few.describe() == ("one factor 0.967 for every layer kind (per-kind factors need 8 networks); "
+                              "5 whole networks, leave-one-out error 4.8% mean, 9.0% max")
+    many = Calibration(scale=0.967, factors={"conv": 1.083, "dsconv": 0.912, "mbconv": 0.874, "other": 1.0},
+                       n_points=48, loo_mean_abs_error=0.032, loo_max_abs_error=0.095, io_ms_per_melem=-0.312)
+    # The factors are what predict() applies, so they are shown and the unused global scale is not.
+    assert many.describe() == ("per-kind factors conv 1.083, dsconv 0.912, mbconv 0.874, other 1.000, "
+                               "io -0.312 ms per 10⁶ elements; 48 whole networks, leave-one-out error 3.2% mean, "
+                               "9.5% max")
+    assert "io" not in Calibration(scale=1.0, factors=dict.fromkeys(GROUPS, 1.0), n_points=8).describe()
 
 
 def test_table_of_another_device_is_read_only_and_names_missing_entries(tmp_path):
@@ -192,7 +214,6 @@ def test_anchored_measurements_are_ratio_times_one_anchor_latency(table, monkeyp
     import types
 
     import latency.lut as lut
-
     from latency.measure import LatencyError
 
     specs = [SMALL, LARGE, references.get("mnasnet_a1").replace(resolution=32, num_classes=10)]

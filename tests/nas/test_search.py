@@ -26,7 +26,8 @@ def tiny(run_dir, **changes) -> SearchConfig:
                           deploy_resolution=64, measure=FAST_MEASURE, lut_path=str(Path(run_dir).parent / "t.sqlite"))
     cfg = SearchConfig(run_dir=str(run_dir), space="mobilenetv3_small", searcher="random", trials=3, target_ms=0.5,
                        top_k=2, eval=eval_cfg)
-    return SearchConfig.from_dict({**cfg.to_dict(), **changes, "eval": {**eval_cfg.to_dict(), **changes.pop("eval", {})}})
+    eval_changes = changes.pop("eval", {})
+    return SearchConfig.from_dict({**cfg.to_dict(), **changes, "eval": {**eval_cfg.to_dict(), **eval_changes}})
 
 
 @pytest.fixture(autouse=True)
@@ -105,10 +106,10 @@ def test_bad_options_give_one_line_errors(tmp_path, args, hint):
 def test_a_proposed_duplicate_reuses_the_earlier_result(tmp_path):
     # Enqueue the first trial's decisions again, as a searcher might propose them.
     import optuna
-
-    from evaluation.rundir import STUDY_FILE
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
+
+    from evaluation.rundir import STUDY_FILE
 
     cfg = tiny(tmp_path / "run", trials=1)
     run_search(cfg, echo=None)
@@ -122,8 +123,8 @@ def test_a_proposed_duplicate_reuses_the_earlier_result(tmp_path):
 
 
 def test_search_and_refine_log_through_one_helper(tmp_path):
-    import netadapt.refine
     import nas.search
+    import netadapt.refine
     from evaluation.rundir import log_line
 
     echoed = []

@@ -25,12 +25,18 @@ from nas.objective_analytic import (
 )
 from nas.rewards import RewardConfig, mnas_reward
 from nas.searchers import (
+    LATENCY_CONSTRAINT,
+    MULTI_OBJECTIVE,
     SEARCHERS,
+    SpaceSampler,
     distributions,
+    latency_constraint,
     make_sampler,
     study_directions,
+    tell_values,
     trial_reward,
 )
+from nas.searchers import tell as tell_study
 from nas.searchers.evolution import RegularizedEvolutionSampler
 from nas.searchers.rl import RLSampler
 from search_spaces.spaces import get_space
@@ -56,11 +62,8 @@ def journal(tmp_path) -> JournalStorage:
 def tell(study, searcher, trial):
     """Evaluate with the stand-in objective and tell, as the search loop does."""
     result = analytic_objective(SPACE.decode(trial.params))
-    if searcher == "nsga2":
-        trial.set_constraint("latency", result.latency_ms - CFG.target_ms)
-        study.tell(trial, [result.accuracy, result.latency_ms])
-    else:
-        study.tell(trial, [mnas_reward(result.accuracy, result.latency_ms, CFG)])
+    tell_study(study, trial, searcher, accuracy=result.accuracy, latency_ms=result.latency_ms,
+               reward=mnas_reward(result.accuracy, result.latency_ms, CFG), target_ms=CFG.target_ms)
 
 
 def params_of(study):
@@ -142,6 +145,54 @@ def test_nsga2_records_the_latency_constraint():
         assert set(t.constraints) == {"latency"}
         assert t.constraints["latency"] == pytest.approx(t.values[1] - CFG.target_ms)
         assert trial_reward("nsga2", t.values, CFG) == pytest.approx(mnas_reward(*t.values, CFG))
+
+
+def test_tell_rule_multi_objective_vs_single():
+    assert MULTI_OBJECTIVE == {"nsga2"}
+    for name in SEARCHERS:
+        values = tell_values(name, accuracy=0.7, latency_ms=12.5, reward=0.66)
+        if name in MULTI_OBJECTIVE:
+            assert values == [0.7, 12.5]
+            assert len(values) == len(study_directions(name)) == 2
+        else:
+            assert values == [0.66]
+            assert len(values) == len(study_directions(name)) == 1
+        # trial_reward inverts what was told: the reward, whatever the searcher.
+        assert trial_reward(name, tell_values(name, 0.7, 12.5, mnas_reward(0.7, 12.5, CFG)), CFG) == \
+            pytest.approx(mnas_reward(0.7, 12.5, CFG))
+    with pytest.raises(ValueError, match="unknown searcher"):
+        tell_values("bayes", 0.7, 12.5, 0.66)
+
+
+def test_latency_constraint_is_feasible_at_or_under_the_target():
+    assert latency_constraint(8.0, 10.0) == pytest.approx(-2.0)  # under: feasible (≤ 0)
+    assert latency_constraint(10.0, 10.0) == 0.0  # at the target: feasible
+    assert latency_constraint(12.5, 10.0) == pytest.approx(2.5)  # over: infeasible
+
+
+@pytest.mark.parametrize("name", ["nsga2", "tpe"])
+def test_tell_sets_the_constraint_only_for_multi_objective_searchers(name):
+    study = optuna.create_study(directions=study_directions(name), sampler=make_sampler(name, SPACE, seed=0))
+    for latency_ms in (8.0, 12.5):
+        trial = study.ask(distributions(SPACE))
+        tell_study(study, trial, name, accuracy=0.7, latency_ms=latency_ms, reward=0.66, target_ms=10.0)
+    under, over = study.trials
+    if name in MULTI_OBJECTIVE:
+        assert under.values == [0.7, 8.0] and over.values == [0.7, 12.5]
+        assert under.constraints == {LATENCY_CONSTRAINT: pytest.approx(-2.0)}
+        assert over.constraints == {LATENCY_CONSTRAINT: pytest.approx(2.5)}
+        assert [t.number for t in study.best_trials] == [under.number]  # the infeasible one is not on the front
+    else:
+        assert under.values == over.values == [0.66]
+        assert not under.constraints and not over.constraints
+
+
+def test_space_sampler_requires_propose():
+    class NoPropose(SpaceSampler):
+        pass
+
+    with pytest.raises(TypeError, match="propose"):
+        NoPropose(SPACE, seed=0)
 
 
 def test_registry_errors():

@@ -20,9 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from evaluation.evaluate import EvalConfig
+from evaluation.evaluate import EvalConfig, WeightsError, load_weights
 from nas.search import SearchConfig, run_search
-from evaluation.evaluate import WeightsError, load_weights
 from netadapt.refine import RefineConfig, RefineError, run_refine
 from search_spaces import load
 from search_spaces.builder import build_model
@@ -161,14 +160,15 @@ def test_cli_errors_are_one_line(tmp_path):
     env = {**os.environ, "HWNAS_CACHE_DIR": str(tmp_path / "cache")}
     for args in (["--arch", "no_such_net", "--reduction", "0.2"], ["--arch", "mobilenetv3_small", "--reduction", "2"],
                  ["--resume", str(tmp_path)]):
-        p = subprocess.run([sys.executable, "-m", "hwnas.cli_netadapt", "refine", *args, "--run-dir", str(tmp_path / "r")],
+        p = subprocess.run([sys.executable, "-m", "hwnas.cli_netadapt", "refine", *args,
+                            "--run-dir", str(tmp_path / "r")],
                            capture_output=True, text=True, env=env, timeout=120)
         assert p.returncode == 2, p.stderr
         assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
 
 
 def test_refine_reads_the_data_through_the_public_split(tmp_path):
-    from nas import evaluate
+    from evaluation import evaluate
     from netadapt.refine import _train_size
 
     cfg = tiny_refine(tmp_path / "run", tmp_path / "t.sqlite")

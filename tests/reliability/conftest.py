@@ -13,7 +13,6 @@ import pytest
 
 from evaluation.evaluate import EvalConfig
 from nas.search import SearchConfig
-
 from tests.reliability import procs
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")

@@ -1,4 +1,4 @@
-"""Issue 7 §3: bad input everywhere gets one line naming the problem, a non-zero exit, no traceback, and
+"""Bad input everywhere gets one line naming the problem, a non-zero exit, no traceback, and
 nothing half-written. Every case runs the real CLI as a subprocess."""
 
 from __future__ import annotations
@@ -114,8 +114,10 @@ def _fmnist_folder(folder: Path, n_train=20, n_test=5, labels_train=None, magic_
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True)
     files = {
-        "train-images-idx3-ubyte": _idx(magic_train, [n_train, 28, 28], rng.integers(0, 256, n_train * 784, np.uint8).tobytes()),
-        "train-labels-idx1-ubyte": _idx(IDX_LABELS_MAGIC, [labels_train or n_train], bytes((labels_train or n_train) * [3])),
+        "train-images-idx3-ubyte": _idx(magic_train, [n_train, 28, 28],
+                                        rng.integers(0, 256, n_train * 784, np.uint8).tobytes()),
+        "train-labels-idx1-ubyte": _idx(IDX_LABELS_MAGIC, [labels_train or n_train],
+                                        bytes((labels_train or n_train) * [3])),
         "t10k-images-idx3-ubyte": _idx(IDX_IMAGES_MAGIC, [n_test, 28, 28], bytes(n_test * 784)),
         "t10k-labels-idx1-ubyte": _idx(IDX_LABELS_MAGIC, [n_test], bytes(n_test)),
     }
@@ -141,7 +143,8 @@ def _cifar_truncated(folder: Path) -> Path:
 
 DATASETS = {
     "idx-truncated": ("fashion-mnist", lambda d: _fmnist_folder(d, cut_train_images=100), "truncated"),
-    "idx-wrong-magic": ("fashion-mnist", lambda d: _fmnist_folder(d, magic_train=0x0803_0000), "wrong IDX magic number"),
+    "idx-wrong-magic": ("fashion-mnist", lambda d: _fmnist_folder(d, magic_train=0x0803_0000),
+                        "wrong IDX magic number"),
     "idx-count-mismatch": ("fashion-mnist", lambda d: _fmnist_folder(d, labels_train=19), "19 labels but"),
     "imagefolder-empty": ("imagefolder", lambda d: (d.mkdir(parents=True), d)[1], "has no class subfolders"),
     "cifar-truncated-batch": ("cifar10", _cifar_truncated, "data_batch_3: not a valid CIFAR batch pickle"),

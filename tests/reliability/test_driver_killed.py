@@ -1,4 +1,4 @@
-"""Issue 7 §1 for the search: the driver dies (SIGKILL) and the search is resumed.
+"""The search driver dies (SIGKILL) and the search is resumed.
 
 Finished trials are kept and not re-run (same arch ids, same results), interrupted trials are re-run,
 the budget completes, the RL controller continues from its learned state, and every file of the run
@@ -61,13 +61,15 @@ def _rl_proposal(space, seed: int, trials: list, trial) -> tuple[dict, int]:
 
     sampler = RLSampler(space, seed=seed)
     study = optuna.create_study(sampler=sampler, directions=["maximize"])
-    study.add_trials([t for t in trials if t.state == TrialState.COMPLETE and t.datetime_complete < trial.datetime_start])
+    study.add_trials([t for t in trials
+                      if t.state == TrialState.COMPLETE and t.datetime_complete < trial.datetime_start])
     return sampler.sample_relative(study, trial, distributions(space)), sampler.n_updates
 
 
 def test_sigkill_of_the_driver_then_resume(tmp_path):
     run = tmp_path / "run"
-    args = [NAS, "search", "--run-dir", str(run), "--space", "mobilenetv3_small", "--searcher", "rl", "--target-ms", "5",
+    args = [NAS, "search", "--run-dir", str(run), "--space", "mobilenetv3_small", "--searcher", "rl",
+            "--target-ms", "5",
             "--trials", str(TRIALS), "--steps", "2", "--batch-size", "16", "--holdout", "200", "--train-subset", "400",
             "--deploy-resolution", "32", "--latency", "measured", "--workers", "2", "--top-k", "1"]
     log = open(tmp_path / "driver.log", "w")

@@ -1,4 +1,4 @@
-"""Issue 7 §3: property-based fuzzing of the spec loader (``ArchSpec.from_json`` / ``from_dict`` /
+"""Property-based fuzzing of the spec loader (``ArchSpec.from_json`` / ``from_dict`` /
 ``search_spaces.load``). Every input is either a valid spec or a clean ``SpecError`` (one line, naming
 a field), fast, with bounded memory. The default run executes a few thousand cases; the slow variant
 (``-m slow``) over ten thousand. ``FUZZ_CASES`` counts what ran (printed in the terminal summary)."""
@@ -21,8 +21,10 @@ FUZZ_CASES: collections.Counter = collections.Counter()
 MAX_SECONDS_PER_CASE = 5.0  # "none hangs": each case is milliseconds; this only catches a runaway
 
 REFERENCE_DICTS = [references.get(n).to_dict() for n in ("mobilenetv3_small", "mnasnet_a1", "mobilenetv2_035")]
-FIELD_NAMES = sorted({k for d in REFERENCE_DICTS for k in d} | {k for d in REFERENCE_DICTS for k in d["stem"]}
-                     | {k for d in REFERENCE_DICTS for k in d["blocks"][0]} | {k for d in REFERENCE_DICTS for k in d["head"]}
+FIELD_NAMES = sorted({k for d in REFERENCE_DICTS for k in d}
+                     | {k for d in REFERENCE_DICTS for k in d["stem"]}
+                     | {k for d in REFERENCE_DICTS for k in d["blocks"][0]}
+                     | {k for d in REFERENCE_DICTS for k in d["head"]}
                      | {k for d in REFERENCE_DICTS for k in d["se"]})
 
 scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.integers(-3, 4100)
@@ -34,10 +36,12 @@ json_values = st.recursive(scalars, lambda c: st.lists(c, max_size=5) | st.dicti
 # from_dict also gets Python objects that JSON cannot hold: keys of any type, tuples, sets, bytes, huge ints
 py_scalars = scalars | st.binary(max_size=4) | st.integers(10**40, 10**40 + 5).map(lambda n: n**120)
 py_keys = keys | st.integers() | st.none() | st.booleans() | st.floats(allow_nan=False) | st.tuples(st.integers())
-py_values = st.recursive(py_scalars, lambda c: st.lists(c, max_size=4) | st.tuples(c, c) | st.frozensets(st.integers(), max_size=3)
-                         | st.dictionaries(py_keys, c, max_size=5), max_leaves=25)
+py_values = st.recursive(py_scalars, lambda c: st.lists(c, max_size=4) | st.tuples(c, c)
+                         | st.frozensets(st.integers(), max_size=3) | st.dictionaries(py_keys, c, max_size=5),
+                         max_leaves=25)
 junk = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True, allow_infinity=True)
-        | st.text(max_size=5) | st.lists(st.integers(), max_size=2) | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+        | st.text(max_size=5) | st.lists(st.integers(), max_size=2)
+        | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
 
 
 @st.composite
@@ -71,7 +75,8 @@ def near_valid_specs(draw):
         blocks.append(obj({"kind": kind, "in_channels": cin, "expand_channels": exp, "out_channels": cout,
                            "kernel_size": pick(st.sampled_from([1, 3, 5, 7, 9, 11])), "stride": stride,
                            "se": pick(st.booleans()), "activation": pick(acts),
-                           "residual": pick(st.booleans()) if stride == 1 and cin == cout else draw(st.integers(0, 10)) == 0},
+                           "residual": (pick(st.booleans()) if stride == 1 and cin == cout
+                                        else draw(st.integers(0, 10)) == 0)},
                           {"kind", "in_channels", "expand_channels", "out_channels"}))
         prev = cout
     return obj({

@@ -1,4 +1,4 @@
-"""Issue 7 §5: a NaN loss, an exploding loss, or a model whose export fails marks that trial failed with
+"""A NaN loss, an exploding loss, or a model whose export fails marks that trial failed with
 the reason, and the search goes on. The faults are real (a NaN weight, weights ×1e4, the exporter given
 a wrong input shape), switched on per architecture by ``HWNAS_INJECT_FAULT`` (see evaluation.evaluate)."""
 

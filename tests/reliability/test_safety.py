@@ -1,4 +1,4 @@
-"""Issue 7 §4: checkpoints load weights-only (a malicious pickle does not run), the local Ray instance
+"""Checkpoints load weights-only (a malicious pickle does not run), the local Ray instance
 listens on loopback only with its dashboard off, and sizes read from files are bounded before anything
 is allocated."""
 
@@ -85,7 +85,8 @@ def test_local_ray_listens_on_loopback_only_and_has_no_dashboard(no_leftover_pro
         ours = set(procs.descendants(os.getpid())) | {os.getpid()}
         sockets = procs.listening_sockets(ours)
         assert sockets, "found no listening socket of the Ray processes: the check would prove nothing"
-        exposed = [(procs.cmdline(pid)[:40], addr, port) for pid, addr, port, _ in sockets if not procs.is_loopback(addr)]
+        exposed = [(procs.cmdline(pid)[:40], addr, port) for pid, addr, port, _ in sockets
+                   if not procs.is_loopback(addr)]
         assert not exposed, f"listening beyond loopback: {exposed}"
         assert all(port != 8265 for _, _, port, _ in sockets), "the dashboard port is open"
     finally:

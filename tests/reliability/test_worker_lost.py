@@ -1,4 +1,4 @@
-"""Issue 7 §2: a Ray worker killed while it evaluates a trial, and a node lost mid-search.
+"""A Ray worker killed while it evaluates a trial, and a node lost mid-search.
 
 A killed worker's task is retried by Ray (``max_retries``); a trial whose every attempt dies fails with
 the reason in trials.csv and the search goes on; on a two-node local cluster, removing the node that is

@@ -16,7 +16,9 @@ from search_spaces.references.recipes import all_references
 
 NAMES = references.names()
 
-# Counted on the public implementations (shared/reference/papers.md §8): params exact, MAdds in M.
+# Counted on randomly initialised models of the public implementations (timm's tf_mobilenetv3_* and
+# semnasnet_100, torchvision's mobilenet_v2; TF width rule) with torch.utils.flop_counter.FlopCounterMode
+# (MAdds = FLOPs / 2) and sum(p.numel()): params exact, MAdds in M.
 PUBLISHED = {
     "mobilenetv3_large": (5_483_032, 216.6),
     "mobilenetv3_large_075": (3_993_528, 154.6),
@@ -56,7 +58,7 @@ def test_counts_match_the_public_implementations(name):
 
 
 def test_paper_table9_widths_within_rounding():
-    # [V3-final] Table 9: Large 0.75 = 155M / 4.0M, Small 0.75 = 44M / 2.0M, Small 1.25 = 91M / 3.6M.
+    # MobileNetV3 paper (arXiv v5) Table 9: Large 0.75 = 155M / 4.0M, Small 0.75 = 44M / 2.0M, Small 1.25 = 91M / 3.6M.
     for name, madds_m, params_m in [("mobilenetv3_large_075", 155, 4.0), ("mobilenetv3_small_075", 44, 2.0),
                                     ("mobilenetv3_small_125", 91, 3.6), ("mobilenetv3_large_125", 356, None)]:
         c = count(references.get(name))
@@ -69,7 +71,7 @@ def test_ablations_save_what_the_paper_says():
     large = count(references.get("mobilenetv3_large")).madds
     classic = count(references.get("mobilenetv3_large_classic_last_stage")).madds
     stem32 = count(references.get("mobilenetv3_large_stem32_relu")).madds
-    # §5.1: the efficient last stage saves ~30M MAdds, the 16-filter stem ~10M.
+    # MobileNetV3 §5.1: the efficient last stage saves ~30M MAdds, the 16-filter stem ~10M.
     assert 28e6 < classic - large < 36e6
     assert 9e6 < stem32 - large < 12e6
 
