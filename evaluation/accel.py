@@ -12,11 +12,15 @@ Latency is never taken here: it stays on the latency backend (:mod:`latency.mode
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used, so that the CLIs' option tables stay light
+    import torch
 
 DEVICES = ("auto", "cpu", "cuda")
 """Accepted device names: ``auto`` is CUDA when this process sees a GPU, else the CPU."""
+DEFAULT_DEVICE = "auto"
+"""The default of every ``device`` setting (``TrainConfig.device``, ``--device``)."""
 
 
 class DeviceError(ValueError):
@@ -25,6 +29,8 @@ class DeviceError(ValueError):
 
 def cuda_available() -> bool:
     """True when torch was built with CUDA and this process sees at least one GPU."""
+    import torch
+
     return torch.cuda.is_available()
 
 
@@ -34,6 +40,8 @@ def device(name: str | None = "auto") -> torch.device:
     ``auto`` picks CUDA when this process sees a GPU: a Ray task that requested none sees none (Ray
     hides them), so it trains on the CPU. ``cuda`` without a GPU raises :class:`DeviceError`.
     """
+    import torch
+
     name = "auto" if name is None else str(name)
     if name == "auto":
         return torch.device("cuda") if cuda_available() else torch.device("cpu")
@@ -60,6 +68,8 @@ def uses_amp(dev: torch.device) -> bool:
 
 def autocast(dev: torch.device):
     """The autocast context of ``dev``: float16 on CUDA; disabled (a plain context) on the CPU."""
+    import torch
+
     if not uses_amp(dev):
         return contextlib.nullcontext()
     return torch.autocast(device_type=dev.type, dtype=torch.float16)
@@ -68,6 +78,8 @@ def autocast(dev: torch.device):
 def grad_scaler(dev: torch.device) -> torch.amp.GradScaler:
     """A loss scaler for float16 training on CUDA; on the CPU a disabled one (``scale`` returns the loss
     unchanged, ``step`` is ``optimizer.step()``), so that one code path serves both."""
+    import torch
+
     return torch.amp.GradScaler(dev.type, enabled=uses_amp(dev))
 
 
@@ -81,12 +93,17 @@ def to_device(x: torch.Tensor, dev: torch.device) -> torch.Tensor:
 def synchronize(dev: torch.device) -> None:
     """Wait for the device's queued work (so that timings cover it); nothing to wait for on the CPU."""
     if dev.type == "cuda":
+        import torch
+
         torch.cuda.synchronize(dev)
 
 
 def describe(dev: torch.device) -> str:
     """A short name of the device for logs: ``cpu (2 threads)`` or ``cuda:0 (NVIDIA ..., float16 AMP)``."""
+    import torch
+
     if dev.type == "cuda":
         index = dev.index if dev.index is not None else torch.cuda.current_device()
         return f"cuda:{index} ({torch.cuda.get_device_name(index)}, float16 AMP, channels_last)"
-    return f"cpu ({torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    return f"cpu ({n} thread{'s' if n != 1 else ''})"

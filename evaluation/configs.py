@@ -4,11 +4,11 @@ default defined once on the dataclass and read from there by the CLIs and experi
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["default", "from_dict"]
+__all__ = ["RunConfig", "default", "from_dict"]
 
 
 def default(cls: type, name: str) -> Any:
@@ -43,3 +43,32 @@ def from_dict(cls: type[T], d: Any, *, where: str, error: type[Exception] = Valu
     if missing:
         raise error(f"{where}: missing key {missing[0]!r}")
     return cls(**values)
+
+
+class RunConfig:
+    """Saving and loading for the configuration dataclass of a run directory (search, NetAdapt).
+
+    A subclass sets ``SECTION`` (its key in ``config.json``), ``WHAT`` (the run's name in messages),
+    ``ERROR`` (the exception it raises) and ``NESTED`` (dataclass fields stored as dicts).
+    """
+
+    SECTION: ClassVar[str]
+    WHAT: ClassVar[str]
+    ERROR: ClassVar[type[Exception]] = ValueError
+    NESTED: ClassVar[dict[str, type]] = {}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str | None = None):
+        """From :meth:`to_dict`'s form; an unknown key (here or in a nested section) is ``ERROR``."""
+        return from_dict(cls, d, where=where or f"{cls.SECTION} config", error=cls.ERROR, nested=cls.NESTED)
+
+    @classmethod
+    def load(cls, run_dir):
+        """The configuration a run directory was started with (what ``--resume`` continues)."""
+        from evaluation.rundir import CONFIG_FILE, load_config
+
+        where = f"{run_dir}/{CONFIG_FILE}"
+        return cls.from_dict(load_config(run_dir, cls.SECTION, cls.WHAT, cls.ERROR), where)

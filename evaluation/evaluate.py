@@ -66,6 +66,13 @@ class EvalConfig:
         deploy_resolution: input resolution at which latency is predicted/measured (224 = paper).
         split_seed: seed of the held-out split (fixed for the whole search).
         keep_weights: return the trained weights (for the best candidates).
+        evaluator: how held-out accuracy is obtained (:mod:`evaluation.evaluators`): ``"proxy"`` trains
+            each candidate from scratch with ``train``; ``"supernet"`` scores it as a subnet of a
+            trained weight-sharing supernet (:mod:`evaluation.supernet`), BatchNorm recalibrated, at
+            the supernet's resolution (of ``train`` only the threads, device and evaluation batch
+            settings apply).
+        supernet: the supernet file of the ``supernet`` evaluator (None: the cache's, found when the
+            search starts).
     """
 
     dataset: str = "fashion-mnist"
@@ -79,6 +86,8 @@ class EvalConfig:
     deploy_resolution: int = 224
     split_seed: int = 0
     keep_weights: bool = True
+    evaluator: str = "proxy"
+    supernet: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -246,12 +255,16 @@ def _inject(fault: str | None, model) -> None:
 
 
 def evaluate_candidate(spec_json: str, cfg: EvalConfig, seed: int = 0) -> EvalResult:
-    """Train ``spec`` on the proxy task and time it; failures come back as an ``error``, not raised.
+    """Score ``spec`` by ``cfg.evaluator`` (train it on the proxy task, or score it as a subnet of the
+    supernet: :mod:`evaluation.evaluators`) and time it; failures come back as an ``error``, not raised.
 
     Failures that are the candidate's own (a diverged/NaN loss, a model that cannot be built or
     exported) are returned in the result so the search records the trial as failed and goes on.
     """
+    from evaluation.accel import DeviceError
     from evaluation.data import DatasetError
+    from evaluation.evaluators import EvaluatorError, score
+    from evaluation.supernet import SupernetError
     from latency.measure import LatencyError
 
     t_start = time.perf_counter()
@@ -270,13 +283,13 @@ def evaluate_candidate(spec_json: str, cfg: EvalConfig, seed: int = 0) -> EvalRe
         result.latency_ms = result.latency_measured_ms or result.latency_predicted_ms
         result.latency_s = time.perf_counter() - t0
 
-        model, tr, _ = train_candidate(spec, cfg, cfg.train, seed, init=lambda m: _inject(fault, m))
+        model, tr = score(spec, cfg, seed, init=lambda m: _inject(fault, m))
         result.accuracy, result.val_loss = tr.val_accuracy, tr.val_loss
         result.train_s, result.eval_s = tr.train_time_s, tr.eval_time_s
         result.images_per_s, result.steps = tr.images_per_s, tr.steps
         if cfg.keep_weights:
             result.weights = weights_bytes(model.state_dict())
-    except (DatasetError, LatencyError):
+    except (DatasetError, LatencyError, DeviceError, EvaluatorError, SupernetError):
         raise  # the search's set-up is wrong, not this candidate: stop the search with the message
     except (ValueError, RuntimeError) as e:  # a candidate that cannot be built, exported or run, or diverged
         result.error, result.error_kind = failure(e)

@@ -53,6 +53,19 @@ def resolve_evaluator(cfg, space: str, echo: Callable[[str], None] | None = None
     return dataclasses.replace(cfg, supernet=str(path))
 
 
+def scoring_resolution(cfg) -> int:
+    """The input resolution ``cfg``'s evaluator scores candidates at: the proxy's training resolution
+    (``cfg.train["resolution_px"]``, else TrainConfig's), or the supernet's own."""
+    if cfg.evaluator == "supernet" and cfg.supernet:
+        from evaluation.supernet import load_supernet
+
+        return load_supernet(cfg.supernet).resolution
+    from evaluation.configs import default
+    from evaluation.training import TrainConfig
+
+    return cfg.train.get("resolution_px", default(TrainConfig, "resolution_px"))
+
+
 def score(spec: ArchSpec, cfg, seed: int, init: Callable[[Any], None] | None = None):
     """``(model, TrainResult)`` of ``spec`` by ``cfg.evaluator``; ``init`` (fault injection, weights)
     acts on the model before it is scored. Failures raise as the training path's do."""

@@ -13,6 +13,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
+import signal
+import tempfile
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +25,10 @@ from evaluation.evaluate import EvalConfig, EvalResult, evaluate_candidate
 
 class WorkerLostError(RuntimeError):
     """A task's worker or node died more often than the retry budget allows."""
+
+
+class GPUUnavailableError(ValueError):
+    """Trials ask for GPUs (``--gpus-per-trial``) that the Ray cluster does not have."""
 
 
 def _ray_env_defaults() -> None:
@@ -60,6 +68,24 @@ def loopback_only():
             ray_constants.ENABLE_RAY_CLUSTER = old_flag
 
 
+@contextlib.contextmanager
+def keeping_sigterm_handler():
+    """Keep the process's own SIGTERM handler across ``ray.init``.
+
+    ``ray.init`` replaces it in the driver: with a Python handler that exits with status 1, and with
+    the core worker's native one, which prints a stack dump (``*** SIGTERM received ... PC: @ ...``).
+    A command that handles SIGTERM itself (:func:`hwnas.cli.run_cli`: like Ctrl-C, one line, status
+    143, resumable) gets its handler back; a process that had none of its own keeps Ray's.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if main and callable(before):
+            signal.signal(signal.SIGTERM, before)
+
+
 def _evaluate_task(spec_json: str, cfg: EvalConfig, seed: int) -> EvalResult:
     return evaluate_candidate(spec_json, cfg, seed)
 
@@ -75,6 +101,9 @@ class RayPool:
         cpus_per_trial: CPUs each evaluation declares (torch threads follow it).
         max_retries: retries after a worker/node dies while evaluating.
         dashboard: start Ray's dashboard (local instance only; bound to 127.0.0.1).
+        gpus_per_trial: GPUs each evaluation declares (fractions share a GPU: 0.25 = four trials per
+            GPU); Ray shows a task only the GPUs it declared, so with 0 trials train on the CPU. A
+            cluster without that many GPUs is a :class:`GPUUnavailableError` before any task starts.
     """
 
     address: str | None = None
@@ -82,6 +111,7 @@ class RayPool:
     cpus_per_trial: int = 1
     max_retries: int = 2
     dashboard: bool = False
+    gpus_per_trial: float = 0.0
 
     def __post_init__(self):
         _ray_env_defaults()
@@ -89,13 +119,20 @@ class RayPool:
 
         self._ray = ray
         self._owns_instance = False
+        self._temp_dir: str | None = None
         if not ray.is_initialized():
             if self.address:
-                ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False)
+                with keeping_sigterm_handler():
+                    ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False)
             else:
-                with loopback_only():
+                # A private temp folder, removed at shutdown: Ray leaves a session folder per instance
+                # in its temp root otherwise (one per search, dozens per test run).
+                # (A short name: Ray's socket paths inside it must stay under 108 bytes.)
+                self._temp_dir = tempfile.mkdtemp(prefix="ray-", dir=os.environ.get("RAY_TMPDIR") or None)
+                with loopback_only(), keeping_sigterm_handler():
                     ray.init(
                         address="local",
+                        _temp_dir=self._temp_dir,
                         num_cpus=self.num_cpus or os.cpu_count(),
                         include_dashboard=self.dashboard,
                         dashboard_host="127.0.0.1",
@@ -105,20 +142,31 @@ class RayPool:
                         log_to_driver=False,
                     )
                 self._owns_instance = True
+        if self.gpus_per_trial:
+            gpus = self._ray.cluster_resources().get("GPU", 0)
+            if gpus < self.gpus_per_trial:
+                self.shutdown()
+                raise GPUUnavailableError(
+                    f"--gpus-per-trial {self.gpus_per_trial:g}: the Ray cluster has {gpus:g} GPU(s)"
+                    + ("" if self.address else " (the local Ray sees this machine's, none)" if not gpus else "")
+                    + "; use --gpus-per-trial 0 to train on the CPUs")
         self._remotes: dict = {}
         self._task = self._remote(_evaluate_task)
 
     def _remote(self, fn):
         if fn not in self._remotes:
-            self._remotes[fn] = self._ray.remote(num_cpus=self.cpus_per_trial, max_retries=self.max_retries,
-                                                 retry_exceptions=False)(fn)
+            self._remotes[fn] = self._ray.remote(num_cpus=self.cpus_per_trial, num_gpus=self.gpus_per_trial,
+                                                 max_retries=self.max_retries, retry_exceptions=False)(fn)
         return self._remotes[fn]
 
     @property
     def slots(self) -> int:
         """Evaluations that can run at once on the whole cluster."""
-        cpus = int(self._ray.cluster_resources().get("CPU", 1))
-        return max(1, cpus // self.cpus_per_trial)
+        resources = self._ray.cluster_resources()
+        slots = int(resources.get("CPU", 1)) // self.cpus_per_trial
+        if self.gpus_per_trial:
+            slots = min(slots, int(resources.get("GPU", 0) / self.gpus_per_trial + 1e-9))
+        return max(1, slots)
 
     @property
     def node_cpus(self) -> int:
@@ -169,3 +217,6 @@ class RayPool:
     def shutdown(self) -> None:
         if self._owns_instance and self._ray.is_initialized():
             self._ray.shutdown()
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._temp_dir = None

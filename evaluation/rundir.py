@@ -5,7 +5,7 @@ write them), the experiment pipeline (which nests them) and reports (which read 
 
     search run (nas search)        NetAdapt run (netadapt refine)     experiment (nas experiment run)
       config.json                    config.json                        experiment.json
-      log.txt                        log.txt                            log.txt
+      log.txt, elapsed.json          log.txt                            log.txt
       study.journal                  state.json                         search/    a search run
       trials.csv, pareto.csv         trajectory.csv                     train/     model.json, model.pt, metrics.json
       remeasured.json                start.json                         netadapt/  a NetAdapt run
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import platform
 import shutil
@@ -32,11 +33,11 @@ from typing import Callable
 from search_spaces.files import atomic_write_bytes, atomic_write_text, read_json
 
 __all__ = [
-    "BASELINE_FILE", "CONFIG_FILE", "EXPERIMENT_FILE", "FINAL_METRICS_FILE", "FOUND_FILE", "FOUND_METRICS_FILE",
-    "FOUND_WEIGHTS_FILE", "LOG_FILE", "PARETO_FILE", "REFINED_FILE", "REFINED_ONNX_FILE", "REFINED_WEIGHTS_FILE",
-    "REMEASURED_FILE", "RunDirError", "START_FILE", "STATE_FILE", "STUDY_FILE", "TRAJECTORY_FILE", "TRIALS_FILE",
-    "WEIGHTS_DIR", "atomic_write_bytes", "atomic_write_text", "environment", "load_config", "log_line",
-    "missing_dirs", "prepare_run_dir", "read_json", "write_csv",
+    "BASELINE_FILE", "CONFIG_FILE", "ELAPSED_FILE", "EXPERIMENT_FILE", "FINAL_METRICS_FILE", "FOUND_FILE",
+    "FOUND_METRICS_FILE", "FOUND_WEIGHTS_FILE", "LOG_FILE", "PARETO_FILE", "REFINED_FILE", "REFINED_ONNX_FILE",
+    "REFINED_WEIGHTS_FILE", "REMEASURED_FILE", "RunClock", "RunDirError", "START_FILE", "STATE_FILE", "STUDY_FILE",
+    "TRAJECTORY_FILE", "TRIALS_FILE", "WEIGHTS_DIR", "atomic_write_bytes", "atomic_write_text", "environment",
+    "load_config", "log_line", "missing_dirs", "prepare_run_dir", "read_json", "recorded_wall_s", "write_csv",
 ]
 
 # common to every kind
@@ -44,6 +45,7 @@ CONFIG_FILE = "config.json"
 LOG_FILE = "log.txt"
 WEIGHTS_DIR = "weights"
 # a search run
+ELAPSED_FILE = "elapsed.json"  # the run's wall time (RunClock); a NetAdapt run keeps it in state.json
 STUDY_FILE = "study.journal"
 TRIALS_FILE = "trials.csv"
 PARETO_FILE = "pareto.csv"
@@ -60,8 +62,13 @@ REFINED_WEIGHTS_FILE = "refined.pt"
 REFINED_ONNX_FILE = "refined.onnx"
 BASELINE_FILE = "baseline.json"
 FINAL_METRICS_FILE = "final_metrics.json"
-# an experiment
+# an experiment: its stages' folders, and the files of a trained model in train/ and final/
 EXPERIMENT_FILE = "experiment.json"
+SEARCH_DIR, TRAIN_DIR, NETADAPT_DIR, FINAL_DIR, REPORT_DIR = "search", "train", "netadapt", "final", "report"
+MODEL_FILE = "model.json"
+MODEL_WEIGHTS_FILE = "model.pt"
+METRICS_FILE = "metrics.json"
+ROW_FILE = "row.json"
 
 
 class RunDirError(ValueError):
@@ -120,6 +127,45 @@ def environment() -> dict:
     return {"python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__, "optuna": optuna.__version__, "ray": ray.__version__,
             "numpy": np.__version__, "cpus": os.cpu_count(), "argv": sys.argv}
+
+
+class RunClock:
+    """A run's wall time: the one figure the console, ``log.txt`` and the report show.
+
+    It is the time the processes that worked on the run directory spent on it: this process's time
+    since the clock was made, plus, for a resumed run, what earlier processes recorded
+    (:func:`recorded_wall_s`). :meth:`record` stores it in ``elapsed.json``; the report reads it back.
+    """
+
+    def __init__(self, run_dir: Path, resume: bool = False):
+        self.run_dir = Path(run_dir)
+        self.before_s = (recorded_wall_s(self.run_dir) or 0.0) if resume else 0.0
+        self.t0 = time.perf_counter()
+
+    @property
+    def wall_s(self) -> float:
+        return self.before_s + time.perf_counter() - self.t0
+
+    def record(self) -> float:
+        """Write the wall time so far to ``elapsed.json``; returns the value written."""
+        wall = round(self.wall_s, 3)
+        atomic_write_text(self.run_dir / ELAPSED_FILE, json.dumps({"wall_s": wall}) + "\n")
+        return wall
+
+
+def recorded_wall_s(run_dir: Path) -> float | None:
+    """The wall time recorded in a run directory (``elapsed.json``, or a NetAdapt run's ``state.json``
+    ``elapsed_s``); None if there is none (a run that has not finished a trial or an iteration yet)."""
+    for name, key in ((ELAPSED_FILE, "wall_s"), (STATE_FILE, "elapsed_s")):
+        path = Path(run_dir) / name
+        if path.exists():
+            try:
+                value = json.loads(path.read_text()).get(key)
+            except (ValueError, OSError, AttributeError):
+                continue
+            if isinstance(value, (int, float)):
+                return float(value)
+    return None
 
 
 def log_line(run_dir: Path, line: str, echo: Callable[[str], None] | None) -> None:

@@ -43,10 +43,7 @@ At the proxy's 32² the last two stages run on 2×2 and 1×1 maps and their kern
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import io
-import json
 import math
 import os
 import time
@@ -60,30 +57,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from evaluation import accel
+from evaluation.supernet_recipe import (  # noqa: F401 - re-exported: the supernet's names in one place
+    BN_IMAGES,
+    FORMAT,
+    MAX_CHECKPOINT_BYTES,
+    MIN_MAP,
+    SUPERNET_RESOLUTION,
+    SUPERNET_VERSION,
+    SupernetError,
+    SupernetRecipe,
+    cache_key,
+    cache_path,
+    partial_path,
+    supernet_dir,
+    train_command,
+)
 from search_spaces.builder import BN_EPS, ConvBlock, Linear, build_model, init_weights
 from search_spaces.files import atomic_write_bytes
 from search_spaces.scaling import se_channels
 from search_spaces.spaces import SPACE_NAMES, FactorizedSpace, get_space
 from search_spaces.spec import Activation, ArchSpec, Block, Gate, SpecError
 from search_spaces.walk import Role, head_layers, stem_key, walk
-
-SUPERNET_VERSION = 1
-"""Version of the supernet's weight layout and training semantics; a checkpoint of another version is
-refused (bump it whenever a change here would make old checkpoints mean something else)."""
-FORMAT = "hwnas-supernet"
-MIN_MAP = 3
-"""Smallest feature map (pixels per side) every searched block must run on (see the module docstring)."""
-SUPERNET_RESOLUTION = 72
-"""Training and scoring resolution of supernets: ``min_resolution`` of every registered space."""
-BN_IMAGES = 1000
-"""Training images (a fixed, seeded sample) that recalibrate a subnet's BatchNorm statistics."""
-MAX_CHECKPOINT_BYTES = 4_000_000_000
-SUBDIR = "supernet"
-
-
-class SupernetError(ValueError):
-    """A supernet that cannot be used: missing, of another space/dataset/resolution/version, unreadable."""
-
 
 # ------------------------------------------------------------------------------------------------
 # Resolution: every searched block on maps of at least MIN_MAP × MIN_MAP
@@ -511,82 +505,6 @@ def recalibrate_bn(model: nn.Module, images: torch.Tensor, cfg, stats, batch_siz
 # ------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SupernetRecipe:
-    """How a supernet is trained; every field is part of its cache key.
-
-    Attributes:
-        epochs, steps: length (passes over the training images, or optimizer steps; steps wins when set).
-        batch_size: training images per step (every subnet of the step sees the same batch).
-        lr, momentum, weight_decay, warmup_fraction: SGD (Nesterov), cosine schedule after a linear
-            warm-up; no weight decay on BN, biases and kernel transforms (OFA).
-        label_smoothing: of the largest subnet's loss (the others learn the largest's predictions).
-        n_random: random subnets per step besides the largest and the smallest (BigNAS: 2).
-        resolution_px: input resolution (see :data:`SUPERNET_RESOLUTION`).
-        holdout, split_seed, train_subset: the held-out split, which must be the search's: the supernet
-            never trains on the images that score its subnets.
-        seed: every random draw (batches, augmentation, subnets, dropout) derives from it and the step.
-    """
-
-    epochs: float = 10.0
-    steps: int | None = None
-    batch_size: int = 64
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 3e-5
-    warmup_fraction: float = 0.03
-    label_smoothing: float = 0.1
-    n_random: int = 2
-    resolution_px: int = SUPERNET_RESOLUTION
-    holdout: int = 10_000
-    split_seed: int = 0
-    train_subset: int | None = None
-    seed: int = 0
-
-    def __post_init__(self):
-        checks = [("epochs", self.epochs is None or (isinstance(self.epochs, (int, float)) and self.epochs > 0)),
-                  ("steps", self.steps is None or (isinstance(self.steps, int) and self.steps >= 1)),
-                  ("batch_size", isinstance(self.batch_size, int) and self.batch_size >= 2),
-                  ("lr", self.lr > 0), ("n_random", isinstance(self.n_random, int) and self.n_random >= 0),
-                  ("resolution_px", isinstance(self.resolution_px, int) and 8 <= self.resolution_px <= 1024),
-                  ("momentum", 0 <= self.momentum < 1), ("weight_decay", self.weight_decay >= 0),
-                  ("warmup_fraction", 0 <= self.warmup_fraction < 1),
-                  ("label_smoothing", 0 <= self.label_smoothing < 1)]
-        for name, ok in checks:
-            if not ok:
-                raise SupernetError(f"supernet recipe: bad {name} {getattr(self, name)!r}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def cache_key(space: str, dataset: str, recipe: SupernetRecipe) -> str:
-    """The key a trained supernet is cached under: space, dataset, recipe (resolution and seed
-    included) and :data:`SUPERNET_VERSION`; 16 hex digits."""
-    data = {"space": space, "dataset": dataset, "recipe": recipe.to_dict(), "version": SUPERNET_VERSION}
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def supernet_dir() -> Path:
-    """Where trained supernets are kept: ``<cache dir>/supernet`` (``$HWNAS_CACHE_DIR`` or ``~/.cache/hwnas``)."""
-    from latency.device import cache_dir
-
-    return cache_dir() / SUBDIR
-
-
-def cache_path(space: str, dataset: str, recipe: SupernetRecipe) -> Path:
-    """The finished supernet's file; its checkpoint in progress is :func:`partial_path` of it."""
-    return supernet_dir() / f"{space}-{dataset}-{recipe.resolution_px}px-{cache_key(space, dataset, recipe)}.pt"
-
-
-def partial_path(path: Path) -> Path:
-    return path.with_name(path.name[: -len(".pt")] + ".partial.pt")
-
-
-def train_command(space: str, dataset: str = "fashion-mnist") -> str:
-    """The command that trains the default supernet of a space (quoted in error messages)."""
-    return f"nas supernet train --space {space}" + (f" --dataset {dataset}" if dataset != "fashion-mnist" else "")
-
 
 @dataclass
 class SupernetOutcome:
@@ -677,7 +595,8 @@ def read_checkpoint(path: Path) -> dict:
     try:
         data = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - a truncated or foreign file: say so, never retrain over it
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+        first = next((line for line in lines if "Unpickler error" in line), lines[0])[:160]
         raise SupernetError(f"supernet checkpoint {path} is corrupt or truncated ({first}); delete it to start over, "
                             "it is never overwritten silently") from None
     if not isinstance(data, dict) or not isinstance(data.get("meta"), dict) or data["meta"].get("format") != FORMAT:
@@ -719,23 +638,25 @@ def _lock(path: Path):
     return fd
 
 
-def train_supernet(space: str, recipe: SupernetRecipe = SupernetRecipe(), *, dataset: str = "fashion-mnist",
+def train_supernet(space: str, recipe: SupernetRecipe | None = None, *, dataset: str = "fashion-mnist",
                    data_dir: str | None = None, device: str = "auto", threads: int | None = None,
                    checkpoint_every: int = 200, log_every: int = 20, path: str | Path | None = None,
                    force: bool = False, echo: Callable[[str], None] | None = print,
                    stop_after: int | None = None) -> SupernetOutcome:
     """Train (or finish, or reuse) the supernet of ``space`` on ``dataset``; returns its file.
 
-    The file is :func:`cache_path` unless ``path`` is given. A finished file is reused as it is (``force``
-    retrains); a checkpoint in progress (``*.partial.pt``, written atomically every ``checkpoint_every``
-    steps) is resumed; an unreadable one is an error, never silently overwritten (``force`` discards it).
-    ``stop_after`` ends the run after that many steps in total, leaving a checkpoint (for tests).
+    ``recipe`` defaults to ``SupernetRecipe()``. The file is :func:`cache_path` unless ``path`` is given.
+    A finished file is reused as it is (``force`` retrains); a checkpoint in progress (``*.partial.pt``,
+    written atomically every ``checkpoint_every`` steps) is resumed; an unreadable one is an error, never
+    silently overwritten (``force`` discards it). ``stop_after`` ends the run after that many steps in
+    total, leaving a checkpoint (for tests).
     """
     from evaluation.evaluate import EvalConfig, dataset_split
     from evaluation.training import TrainConfig, TrainingDiverged, channel_stats, learning_rate, preprocess
 
     if space not in SPACE_NAMES:
         raise SupernetError(f"unknown search space {space!r}; known: {', '.join(SPACE_NAMES)}")
+    recipe = recipe or SupernetRecipe()
     dev = accel.device(device)
     data, train_idx, _ = dataset_split(EvalConfig(dataset=dataset, data_dir=data_dir, holdout=recipe.holdout,
                                                   train_subset=recipe.train_subset, split_seed=recipe.split_seed))
@@ -765,7 +686,7 @@ def train_supernet(space: str, recipe: SupernetRecipe = SupernetRecipe(), *, dat
                 "source": data.source, "classes": data.num_classes, "in_channels": data.channels,
                 "recipe": recipe.to_dict(), "key": cache_key(space, data.name, recipe), "steps": total,
                 "train_images": len(train_idx), "stats": {"mean": list(stats.mean), "std": list(stats.std)},
-                "params": sum(p.numel() for p in net.parameters()), "torch": torch.__version__, "complete": False}
+                "params": sum(p.numel() for p in net.parameters()), "torch": str(torch.__version__), "complete": False}
         previous_threads = torch.get_num_threads()
         if threads:
             torch.set_num_threads(threads)
@@ -916,33 +837,35 @@ def load_supernet(path: str | Path, **expect) -> TrainedSupernet:
     return sn
 
 
-def find_supernet(space: str, dataset: str, *, holdout: int, split_seed: int,
-                  recipe: SupernetRecipe | None = None) -> Path:
+def find_supernet(space: str, dataset: str, *, holdout: int, split_seed: int, resolution: int | None = None) -> Path:
     """The cached supernet a search of ``space`` on ``dataset`` uses: the default recipe's (with this
-    held-out split) if trained, else the newest finished one in the cache with the same space, dataset,
-    resolution and held-out split. SupernetError with the command that trains one if there is none."""
-    recipe = recipe or SupernetRecipe(holdout=holdout, split_seed=split_seed)
+    held-out split) if it is trained, else the newest finished one in the cache of the same space, data
+    set and held-out split (and ``resolution``, if given). SupernetError with the command that trains
+    one if there is none."""
+    recipe = SupernetRecipe(holdout=holdout, split_seed=split_seed,
+                            **({"resolution_px": resolution} if resolution else {}))
     exact = cache_path(space, dataset, recipe)
     if exact.exists():
         return exact
-    candidates = sorted(supernet_dir().glob(f"{space}-{dataset}-{recipe.resolution_px}px-*.pt"),
+    pattern = f"{space}-{dataset}-{resolution}px-*.pt" if resolution else f"{space}-{dataset}-*px-*.pt"
+    candidates = sorted((p for p in supernet_dir().glob(pattern) if not p.name.endswith(".partial.pt")),
                         key=lambda p: p.stat().st_mtime, reverse=True)
     for p in candidates:
-        if p.name.endswith(".partial.pt"):
-            continue
         try:
             meta = read_checkpoint(p)["meta"]
-            check_meta(meta, p, space=space, dataset=dataset, resolution=recipe.resolution_px, holdout=holdout,
+            check_meta(meta, p, space=space, dataset=dataset, resolution=resolution, holdout=holdout,
                        split_seed=split_seed)
         except SupernetError:
             continue
         if meta.get("complete"):
             return p
+    options = "".join([f" --dataset {dataset}" if dataset != "fashion-mnist" else "",
+                       f" --holdout {holdout}" if holdout != SupernetRecipe.holdout else "",
+                       f" --split-seed {split_seed}" if split_seed != SupernetRecipe.split_seed else "",
+                       f" --resolution {resolution}" if resolution else ""])
     raise SupernetError(f"no trained supernet for space {space} on {dataset} (held-out {holdout} images, split seed "
-                        f"{split_seed}) in {supernet_dir()}; train one with `{train_command(space, dataset)}`"
-                        + (f" --holdout {holdout}" if holdout != SupernetRecipe.holdout else "")
-                        + (f" --split-seed {split_seed}" if split_seed != SupernetRecipe.split_seed else "")
-                        + ", or pass --supernet FILE")
+                        f"{split_seed}" + (f", {resolution}²" if resolution else "") + f") in {supernet_dir()}; "
+                        f"train one with `nas supernet train --space {space}{options}`, or pass --supernet FILE")
 
 
 def calibration_indices(train_idx, n: int, seed: int) -> np.ndarray:
@@ -974,7 +897,7 @@ def score_subnet(spec: ArchSpec, cfg, bn_images: int = BN_IMAGES, init: Callable
         torch.set_num_threads(tcfg.threads)
     try:
         t0 = time.perf_counter()
-        model = sn.extract(spec)
+        model = sn.net.extract(spec)
         if init is not None:
             init(model)
         calib = torch.as_tensor(calibration_indices(train_idx, bn_images, cfg.split_seed))

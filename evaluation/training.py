@@ -1,4 +1,4 @@
-"""Short in-process proxy training of candidate networks on the CPU.
+"""Short in-process proxy training of candidate networks on the CPU (or a GPU: ``TrainConfig.device``).
 
 MnasNet (Tan et al. 2019, https://arxiv.org/abs/1807.11626, Sec. 5) scores each sampled model by the
 accuracy it reaches after a few epochs of training on a proxy task, measured on images held out from
@@ -12,6 +12,10 @@ this process, because DataLoader workers compete with the two compute threads an
 
 A NaN, infinite or exploding loss raises `TrainingDiverged` at once so that the caller can mark the
 trial failed instead of scoring a broken model.
+
+On CUDA (``device="cuda"``, or ``auto`` where a GPU is visible) the same loop runs with float16 autocast,
+a loss scaler and channels_last; every device-dependent line goes through :mod:`evaluation.accel`,
+whose CPU branch is what the tests run.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from evaluation import accel
 from evaluation.data import Dataset
 from latency.device import compute_slot
 
@@ -132,6 +137,9 @@ class TrainConfig:
         yield_to_measurements: Pause between steps while a latency measurement runs on this
             machine (:func:`latency.device.compute_slot`), so that measurements stay trustworthy
             while candidates train on the same cores.
+        device: Where to train and evaluate: ``auto`` (CUDA when this process sees a GPU, else the
+            CPU), ``cpu`` or ``cuda`` (see :mod:`evaluation.accel`). On CUDA, training uses float16
+            mixed precision with loss scaling and channels_last; the CPU path is unchanged by it.
     """
 
     epochs: float | None = None
@@ -159,6 +167,7 @@ class TrainConfig:
     max_loss: float = 100.0
     bn_momentum: float | None = 0.1
     yield_to_measurements: bool = True
+    device: str = accel.DEFAULT_DEVICE
 
     def __post_init__(self) -> None:
         # Accept the plain strings that come out of JSON or a CLI.
@@ -215,6 +224,8 @@ _FIELD_RULES: tuple[tuple[str, str, Callable[[object], bool]], ...] = (
     *((name, "a bool", lambda v: isinstance(v, bool))
       for name in ("nesterov", "horizontal_flip", "channels_last", "yield_to_measurements")),
     ("seed", "an int", _is_int),
+    ("device", "auto, cpu, cuda or cuda:N",
+     lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()))),
 )
 
 
@@ -365,8 +376,8 @@ def preprocess(
         x = F.interpolate(x, size=(size_px, size_px), mode="bilinear", align_corners=False, antialias=shrinking)
     if generator is not None:
         x = _augment(x, cfg.crop_padding_px, cfg.horizontal_flip, generator)
-    mean = torch.tensor(stats.mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(stats.std, dtype=torch.float32).view(1, -1, 1, 1)
+    mean = torch.tensor(stats.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(stats.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
     x = (x - mean) / std
     channels = _resolve_in_channels(x.shape[1], cfg.in_channels)
     if channels != x.shape[1]:
@@ -410,6 +421,9 @@ def _augment(x: torch.Tensor, padding_px: int, flip: bool, generator: torch.Gene
     rows = top + torch.arange(height)
     columns = left + columns
     batch = torch.arange(n).view(n, 1, 1)
+    # The draws come from the CPU generator on every device (the same crops on CPU and CUDA); the
+    # indices go where the images are (a no-op on the CPU).
+    batch, rows, columns = (t.to(x.device) for t in (batch, rows, columns))
     # Advanced indices split by a slice put their dimensions first: the result is N×H×W×C, whose
     # NCHW permutation is already channels_last in memory.
     crops = padded[batch, :, rows.view(n, height, 1), columns.view(n, 1, width)]
@@ -446,8 +460,8 @@ def evaluate(
 ) -> tuple[float, float]:
     """Scores a classifier on uint8 images, batched, without gradients, in eval mode.
 
-    The model's train/eval mode is restored afterwards. The model is converted in place to the
-    memory format of ``cfg.channels_last`` (channels_last or NCHW).
+    The model's train/eval mode is restored afterwards. The model is moved in place to ``cfg.device``
+    and converted to the memory format of ``cfg.channels_last`` (channels_last or NCHW).
 
     Args:
         model: Classifier mapping N×C×H×W float input to N×classes logits.
@@ -464,17 +478,18 @@ def evaluate(
     if len(images) != len(labels) or len(images) == 0:
         raise ValueError(f"evaluate needs as many labels as images, at least one; got {len(images)} and {len(labels)}")
     count = _eval_count(len(images), cfg)
-    model.to(memory_format=_memory_format(cfg))
+    dev = accel.device(cfg.device)
+    model.to(dev, memory_format=_memory_format(cfg))
     was_training = model.training
     model.eval()
     correct = 0
     loss_sum = 0.0
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), accel.autocast(dev):
             for start in range(0, count, cfg.eval_batch_size):
                 stop = min(start + cfg.eval_batch_size, count)
-                logits = model(preprocess(images[start:stop], cfg, stats))
-                targets = labels[start:stop]
+                logits = model(preprocess(accel.to_device(images[start:stop], dev), cfg, stats)).float()
+                targets = accel.to_device(labels[start:stop], dev)
                 loss_sum += float(F.cross_entropy(logits, targets, reduction="sum"))
                 correct += int((logits.argmax(dim=1) == targets).sum())
     finally:
@@ -504,8 +519,8 @@ def train_model(
 
     Args:
         model: Classifier taking N×C×H×W float input (C = `input_channels`) and returning
-            N×num_classes logits. It is trained in place and converted in place to the memory
-            format of ``cfg.channels_last``.
+            N×num_classes logits. It is trained in place (on ``cfg.device``, and returned to the
+            CPU) and converted in place to the memory format of ``cfg.channels_last``.
         data: The data set; only its training split is used.
         train_idx: Indices into the training split to train on (at least 2).
         val_idx: Indices into the training split to score on, disjoint from ``train_idx``
@@ -555,6 +570,7 @@ def train_model(
         torch.set_num_threads(previous_threads)
         for m, momentum in zip(norms, previous_momenta):
             m.momentum = momentum
+        model.to(torch.device("cpu"))  # back from a GPU (weights, NetAdapt's surgery); a no-op on the CPU
     steps, planned_steps, batch_size, curve, train_time_s = train_out
     if not math.isfinite(val_loss):
         raise TrainingDiverged(steps, val_loss, what="held-out loss after training")
@@ -629,10 +645,12 @@ def _train_loop(
     # layers draw.
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
-    model.to(memory_format=_memory_format(cfg))
+    dev = accel.device(cfg.device)
+    model.to(dev, memory_format=_memory_format(cfg))
     model.train()
     optimizer = _make_optimizer(model, cfg)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    scaler = accel.grad_scaler(dev)  # float16 loss scaling on CUDA; a pass-through on the CPU
 
     # Each step holds a shared claim on the device, so a latency measurement (which takes it
     # exclusively) never runs while this process computes: see latency.device.compute_slot.
@@ -648,17 +666,19 @@ def _train_loop(
         for group in optimizer.param_groups:
             group["lr"] = lr
         with slot():
-            inputs = preprocess(data.train_images[batch], cfg, stats, generator)
-            logits = model(inputs)
-            if step == 0:
-                _check_logits(logits, batch_size, data.num_classes)
-            loss = criterion(logits, data.train_labels[batch])
+            inputs = preprocess(accel.to_device(data.train_images[batch], dev), cfg, stats, generator)
+            with accel.autocast(dev):
+                logits = model(inputs)
+                if step == 0:
+                    _check_logits(logits, batch_size, data.num_classes)
+                loss = criterion(logits, accel.to_device(data.train_labels[batch], dev))
             loss_value = loss.item()
             if not math.isfinite(loss_value) or loss_value > cfg.max_loss:
                 raise TrainingDiverged(step, loss_value)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         step += 1
         window_sum += loss_value
         window_steps += 1

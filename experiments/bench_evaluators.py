@@ -15,7 +15,7 @@ Cells (each written to the results file as soon as it is measured; a rerun skips
 
 Usage (from the repository root)::
 
-    python experiments/bench_evaluators.py [--threads 1] [--steps 6] [--out experiments/results/bench_evaluators.json]
+    python experiments/bench_evaluators.py [--threads 1] [--steps 10] [--out bench_evaluators.json]
 
 Everything runs in this process with ``--threads`` torch threads (1 = what a Ray trial gets with
 ``--cpus-per-trial 1``). The machine's load average is recorded with each cell: on a shared machine
@@ -140,9 +140,9 @@ def supernet_score_cell(holdout_images: int, candidates: int, threads: int) -> d
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--steps", type=int, default=6, help="timed steps per training cell")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per training cell")
     p.add_argument("--candidates", type=int, default=3, help="timed candidates per scoring cell")
-    p.add_argument("--out", default="experiments/results/bench_evaluators.json")
+    p.add_argument("--out", default="bench_evaluators.json")
     p.add_argument("--cells", default="proxy@32,proxy@72,proxy@96,supernet-train@72,supernet-score@10000,"
                                       "supernet-score@2000")
     args = p.parse_args()

@@ -1,6 +1,7 @@
 """Searcher quality on the real proxy task: Fashion-MNIST, ONNX Runtime latency, Ray — small budget.
 
     python experiments/bench_searchers_real.py [--trials 10] [--steps 60] [--seeds 3] [--out FILE.json]
+        [--searchers rl,evolution,...] [--evaluator proxy|supernet [--supernet FILE]]
 
 Runs ``nas search`` (the library function) once per searcher and seed with the same budget, no seed
 architectures enqueued, the soft reward at ``--target-like`` (MobileNetV3-Small's latency here), and
@@ -10,6 +11,9 @@ latency table (a cold table first measures its entries and calibrates on 12 netw
 training: one search of 16 trials × 100 steps then took ~500 s). At such budgets the learning
 searchers have had few updates: read the table as a check of the real loop rather than a ranking.
 Use one ``HWNAS_CACHE_DIR`` for the whole run so that table entries and the calibration are measured once.
+With ``--evaluator supernet`` candidates are scored as subnets of a trained weight-sharing supernet
+(``nas supernet train``; :mod:`evaluation.evaluators`) instead of being trained, which is what makes
+budgets of hundreds of trials per searcher affordable here; ``--steps`` then does not apply.
 """
 
 from __future__ import annotations
@@ -30,22 +34,31 @@ def main() -> None:
     ap.add_argument("--space", default="mobilenetv3")
     ap.add_argument("--target-like", default="mobilenetv3_small")
     ap.add_argument("--out", default="bench_searchers_real.json")
+    ap.add_argument("--searchers", default="", help="comma-separated subset (default: all)")
+    ap.add_argument("--evaluator", default="proxy", help="proxy (train each candidate) or supernet")
+    ap.add_argument("--supernet", help="supernet file of the supernet evaluator (default: the cache's)")
     args = ap.parse_args()
 
     from evaluation.evaluate import EvalConfig
     from nas.search import SearchConfig, run_search
     from nas.searchers import SEARCHERS
 
+    names = [n for n in args.searchers.split(",") if n] or list(SEARCHERS)
+    unknown = [n for n in names if n not in SEARCHERS]
+    if unknown:
+        ap.error(f"unknown searcher(s) {', '.join(unknown)}; known: {', '.join(SEARCHERS)}")
+
     tmp = Path(tempfile.mkdtemp(prefix="bench_searchers_real_"))
-    results: dict = {"trials": args.trials, "steps": args.steps, "space": args.space, "runs": {}}
-    for name in SEARCHERS:
+    results: dict = {"trials": args.trials, "steps": args.steps, "space": args.space, "evaluator": args.evaluator,
+                     "runs": {}}
+    for name in names:
         best = []
         for seed in range(args.seeds):
             cfg = SearchConfig(
                 run_dir=str(tmp / f"{name}-{seed}"), space=args.space, searcher=name, trials=args.trials,
                 target_like=args.target_like, seed=seed, seeds=False, top_k=1,
                 eval=EvalConfig(train={"steps": args.steps, "threads": 1}, holdout=5000, keep_weights=False,
-                                split_seed=0),
+                                split_seed=0, evaluator=args.evaluator, supernet=args.supernet),
             )
             t0 = time.perf_counter()
             out = run_search(cfg, echo=None)

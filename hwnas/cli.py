@@ -2,7 +2,9 @@
 
 Errors caused by the user's input (a bad spec, a missing dataset, an impossible target, ...) print one
 line ``nas: error: ...`` and exit with status 2; ``--debug`` (or ``HWNAS_DEBUG=1``) shows the
-traceback instead. People get tables; ``--json`` gives machines the same facts.
+traceback instead. People get tables; ``--json`` gives machines the same facts. Ctrl-C prints
+``nas: interrupted`` (status 130) and SIGTERM (``kill PID``) ``nas: terminated`` (status 143); both
+unwind the same way, so a stopped search or refinement resumes with ``--resume``.
 """
 
 from __future__ import annotations
@@ -10,11 +12,37 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from typing import Callable, Sequence
 
 from search_spaces import count, references, resolve_arch, walk
 from search_spaces.table import arch_rows, format_table
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that the command unwinds exactly as on Ctrl-C (Ray tasks
+    cancelled, the local Ray stopped, files whole): ``run_cli`` prints one line and returns 143.
+    (Raised inside a Ray call, it comes out as a plain KeyboardInterrupt: ``run_cli`` goes by the
+    signal's record, :class:`SigtermHandler`, not by the exception's class.)"""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with "did you mean" for a mistyped choice (a command, ``--searcher``, ``--space``, ...)
+    and :class:`HelpFormatter` for itself and its sub-commands (which are made with its class)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def _check_value(self, action: argparse.Action, value) -> None:
+        if action.choices is not None and value not in action.choices:
+            from search_spaces.suggest import did_you_mean
+
+            known = [str(c) for c in action.choices]
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r}{did_you_mean(str(value), known)}; "
+                                                 f"choose from {', '.join(known)}")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -167,6 +195,15 @@ def _add_experiment_commands(sub: argparse._SubParsersAction) -> None:
 COMMAND_GROUPS.append(_add_experiment_commands)
 
 
+def _add_supernet_commands(sub: argparse._SubParsersAction) -> None:
+    from hwnas.cli_supernet import add_supernet_commands
+
+    add_supernet_commands(sub)
+
+
+COMMAND_GROUPS.append(_add_supernet_commands)
+
+
 def _positive_int(text: str) -> int:
     try:
         v = int(text)
@@ -178,7 +215,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="nas",
         description="Hardware-aware neural architecture search (MnasNet-style search, as MobileNetV3 was found).",
     )
@@ -193,9 +230,13 @@ def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     """Parse, dispatch, and turn any error into one line on stderr (status 2) unless --debug."""
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get("HWNAS_DEBUG") == "1"
+    sigterm = SigtermHandler.install()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
+        if sigterm is not None and sigterm.received:
+            print(f"{parser.prog}: terminated", file=sys.stderr)
+            return 143
         print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
@@ -207,6 +248,33 @@ def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
         kind = "" if isinstance(e, (ValueError, OSError, LookupError)) else f"{type(e).__name__}: "
         print(f"{parser.prog}: error: {kind}{message}", file=sys.stderr)
         return 2
+    finally:
+        if sigterm is not None:
+            sigterm.restore()
+
+
+class SigtermHandler:
+    """SIGTERM raises :class:`Terminated` (once: a second one while unwinding is ignored) and is recorded
+    in :attr:`received`. :class:`evaluation.execution.RayPool` keeps this handler when Ray starts (Ray
+    installs its own, which exits with status 1 after a native stack dump)."""
+
+    def __init__(self):
+        self.received = False
+        self.previous = signal.signal(signal.SIGTERM, self)
+
+    @classmethod
+    def install(cls) -> SigtermHandler | None:
+        """The handler, installed; None outside the main thread (where signals cannot be handled)."""
+        return cls() if threading.current_thread() is threading.main_thread() else None
+
+    def __call__(self, signum, frame) -> None:
+        if not self.received:
+            self.received = True
+            raise Terminated()
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

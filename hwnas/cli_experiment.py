@@ -29,6 +29,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_table(args) -> int:
+    from evaluation.rundir import EXPERIMENT_FILE
     from hwnas.experiment import Recipe
     from hwnas.table3 import TABLE_FILE, TABLE_REFERENCES, table_rows
 
@@ -36,7 +37,7 @@ def cmd_table(args) -> int:
     if args.epochs is not None:
         base = Recipe()
         if args.experiments:
-            state = Path(args.experiments[0]) / "experiment.json"
+            state = Path(args.experiments[0]) / EXPERIMENT_FILE
             if state.exists():
                 base = Recipe(**json.loads(state.read_text())["config"]["final"])
         recipe = dataclasses.replace(base, epochs=float(args.epochs))

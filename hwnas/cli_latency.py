@@ -45,11 +45,25 @@ def _measure_cfg(args):
     return MeasureConfig(intra_op_threads=args.threads, precision=getattr(args, "precision", "fp32"))
 
 
+# What a search on the default data set (Fashion-MNIST) builds and times: 1 input channel, 10 classes.
+SEARCH_IO = {"in_channels": 1, "num_classes": 10}
+
+
 def _spec(args):
     spec = resolve_arch(args.arch)
-    if getattr(args, "resolution", None):
-        spec = spec.replace(resolution=args.resolution)
-    return spec
+    changes = {k: getattr(args, k, None) for k in ("resolution", "in_channels", "num_classes")}
+    changes = {k: v for k, v in changes.items() if v}
+    return spec.replace(**changes) if changes else spec
+
+
+def search_io_note(spec) -> str | None:
+    """A note when ``spec`` is not the network a search on Fashion-MNIST times (1 channel, 10 classes)."""
+    if (spec.in_channels, spec.num_classes) == (SEARCH_IO["in_channels"], SEARCH_IO["num_classes"]):
+        return None
+    return (f"note: this is a {spec.in_channels}-channel, {spec.num_classes}-class network; a search on "
+            f"Fashion-MNIST times {SEARCH_IO['in_channels']}-channel, {SEARCH_IO['num_classes']}-class networks "
+            f"(CIFAR-10: 3 channels, 10 classes), so the numbers are not comparable; add --in-channels "
+            f"{SEARCH_IO['in_channels']} --num-classes {SEARCH_IO['num_classes']} to time what a search timed")
 
 
 def _anchor(args):
@@ -86,18 +100,22 @@ def cmd_measure(args) -> int:
             m = measure_onnx(fp32, cfg)
     result = m.to_dict()
     result.pop("samples_ns", None)
-    result.update(arch=spec.name or args.arch, arch_id=spec.arch_id, resolution=spec.resolution)
+    result.update(arch=spec.name or args.arch, arch_id=spec.arch_id, resolution=spec.resolution,
+                  in_channels=spec.in_channels, num_classes=spec.num_classes)
     if args.json:
         _print_json(result)
     else:
         fp = m.fingerprint
-        print(f"{spec.name or args.arch} at {spec.resolution}², {m.precision}, {fp.intra_op_threads} thread(s), "
-              f"ORT {fp.ort_version} on {fp.cpu_model}")
+        print(f"{spec.name or args.arch} at {spec.resolution}²×{spec.in_channels}, {spec.num_classes} classes, "
+              f"{m.precision}, {fp.intra_op_threads} thread(s), ORT {fp.ort_version} on {fp.cpu_model}")
         print(f"  median {m.median_ms:.3f} ms  (95% CI {m.ci_low_ms:.3f}–{m.ci_high_ms:.3f}; p10 {m.p10_ms:.3f}, "
               f"p90 {m.p90_ms:.3f}; CV {m.cv:.1%}; {m.n_samples} runs after {m.warmup_runs} warm-up; "
               f"outliers {m.outlier_share:.1%}; stop: {m.stop_reason})")
         if m.contended:
             print("  warning: p90/median > 1.5 — the core was shared with other work; re-measure on a quiet machine")
+        note = search_io_note(spec)
+        if note:
+            print(note)
     return 0
 
 
@@ -212,6 +230,10 @@ def add_latency_commands(sub: argparse._SubParsersAction) -> None:
     def common(p, arch=True, lut=True):
         if arch:
             p.add_argument("arch", metavar="NAME|FILE.json", help="a registered name or a spec file")
+            p.add_argument("--in-channels", type=int, help="input channels (default: the spec's; a search on "
+                                                             "Fashion-MNIST times 1)")
+            p.add_argument("--num-classes", type=int, help="classes (default: the spec's; a search on Fashion-MNIST "
+                                                             "or CIFAR-10 times 10)")
         p.add_argument("--resolution", type=int, help="input resolution (default: the spec's, 224 for spaces)")
         p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
         if lut:
@@ -221,7 +243,8 @@ def add_latency_commands(sub: argparse._SubParsersAction) -> None:
 
     p = lsub.add_parser("measure", help="measure an architecture whole with ONNX Runtime")
     common(p, lut=False)
-    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32")
+    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                   help="fp32, or int8 (QDQ, calibrated on real images of --dataset)")
     p.add_argument("--calibration-samples", type=int, default=32, help="int8: real images for calibration")
     p.add_argument("--dataset", default="fashion-mnist", help="int8 calibration data (default fashion-mnist)")
     p.add_argument("--data-dir", help="dataset folder (default: the Debian package's)")
@@ -238,7 +261,7 @@ def add_latency_commands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--space", help="a search space: mnasnet, mobilenetv3, mobilenetv3_small")
     g.add_argument("--arch", nargs="+", help="architectures (names or files)")
     p.add_argument("--calibrate", type=int, default=24, help="whole networks measured for the calibration (0: none)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the random calibration networks")
     p.add_argument("--anchor", metavar="NAME|FILE.json",
                    help="measure whole networks interleaved with this network (ratio × its latency in the table), "
                         "so that host drift cancels")
@@ -246,9 +269,9 @@ def add_latency_commands(sub: argparse._SubParsersAction) -> None:
 
     p = lsub.add_parser("validate", help="predicted vs measured on random architectures of a space")
     common(p, arch=False)
-    p.add_argument("--space", default="mobilenetv3")
+    p.add_argument("--space", default="mobilenetv3", help="the search space the architectures are drawn from")
     p.add_argument("--n", type=int, default=50, help="number of random architectures")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the random architectures (never the calibration's)")
     p.add_argument("--anchor", metavar="NAME|FILE.json",
                    help="measure whole networks interleaved with this network (ratio × its latency in the table), "
                         "so that host drift cancels")
@@ -256,8 +279,8 @@ def add_latency_commands(sub: argparse._SubParsersAction) -> None:
 
     p = lsub.add_parser("export-bundle", help="ONNX files + script to build a table on another device")
     common(p, arch=False, lut=False)
-    p.add_argument("--space", required=True)
+    p.add_argument("--space", required=True, help="the search space whose table entries are exported")
     p.add_argument("--out", required=True, help="bundle folder to write")
     p.add_argument("--calibrate", type=int, default=24, help="whole networks to measure for the calibration")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the random calibration networks")
     p.set_defaults(func=cmd_export_bundle)

@@ -63,12 +63,12 @@ def _report(run_dir: Path, echo) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hwnas.cli import HelpFormatter
+    from hwnas.cli import ArgumentParser, HelpFormatter
     from netadapt.refine import RefineConfig
 
     default = RefineConfig(run_dir="", arch="")  # every default below is the configuration's own
     ev = default.eval
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="netadapt",
         description="NetAdapt refinement: shrink a trained network layer by layer until it meets a latency target.",
     )

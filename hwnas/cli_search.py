@@ -13,6 +13,7 @@ from typing import Callable
 def cmd_search(args) -> int:
     from evaluation.evaluate import EvalConfig
     from nas.search import PRESETS, SearchConfig, run_search
+    from nas.searchers import parse_options
     from search_spaces.table import format_table
 
     if args.resume:
@@ -27,17 +28,20 @@ def cmd_search(args) -> int:
         alpha = args.alpha if args.alpha is not None else shape[0]
         beta = args.beta if args.beta is not None else shape[1]
         train = {"steps": args.steps, "batch_size": args.batch_size, "resolution_px": args.train_resolution,
-                 "threads": args.cpus_per_trial}
+                 "threads": args.cpus_per_trial, "device": args.device}
         eval_cfg = EvalConfig(dataset=args.dataset, data_dir=args.data_dir, holdout=args.holdout,
                               train_subset=args.train_subset, train=train, latency=args.latency, lut_path=args.lut,
-                              deploy_resolution=args.deploy_resolution, split_seed=args.seed)
+                              deploy_resolution=args.deploy_resolution, split_seed=args.seed,
+                              evaluator=args.evaluator, supernet=args.supernet)
         run_dir = args.run_dir or f"runs/search-{time.strftime('%Y%m%d-%H%M%S')}"
         cfg = SearchConfig(
             run_dir=run_dir, space=args.space or preset.get("space", default.space), searcher=args.searcher,
+            searcher_options=parse_options(args.searcher_option or []),
             trials=default.trials if args.trials is None else args.trials, target_ms=args.target_ms,
             target_like=args.target_like or (None if args.target_ms else preset.get("target_like")),
             alpha=alpha, beta=beta, seed=args.seed, seeds=not args.no_seeds, workers=args.workers,
             cpus_per_trial=args.cpus_per_trial, ray_address=args.ray_address, top_k=args.top_k, eval=eval_cfg,
+            gpus_per_trial=args.gpus_per_trial,
         )
     echo = None if args.json else (lambda line: print(line, flush=True))
     outcome = run_search(cfg, resume=bool(args.resume), force=args.force, echo=echo)
@@ -48,7 +52,7 @@ def cmd_search(args) -> int:
                   sys.stdout, indent=2)
         print()
         return 0 if outcome.found else 1
-    print(f"\n{outcome.completed} trials completed, {outcome.failed} failed, in {outcome.wall_s / 60:.1f} min")
+    # "N trials completed, ... in X min" was printed by run_search (and logged): the run's one wall time
     if outcome.found is None:
         print("no architecture found: every trial failed (see trials.csv)")
         return 1
@@ -57,8 +61,12 @@ def cmd_search(args) -> int:
           f"measured {m['latency_measured_ms']:.3f} ms at {m['deploy_resolution']}² (target {m['target_ms']:.2f} ms), "
           f"{m['params']:,} params, {m['madds'] / 1e6:.1f}M MAdds")
     print(format_table(outcome.found))
-    print(f"\nwrote {outcome.run_dir}/found.json (next: netadapt refine --arch {outcome.run_dir}/found.json), "
-          f"trials.csv, pareto.csv")
+    run = outcome.run_dir
+    weights = " found.pt," if (run / "found.pt").exists() else ""
+    print(f"\nwrote {run}/: found.json,{weights} found_metrics.json, trials.csv, pareto.csv, log.txt"
+          + (", report/report.html" if report else ""))
+    print(f"next: netadapt refine --arch {run}/found.json" + (f" --weights {run}/found.pt" if weights else "")
+          + " --reduction 0.2")
     return 0
 
 
@@ -74,9 +82,11 @@ def _write_report(run_dir: Path, references: bool, echo: Callable[[str], None] |
 
 
 def add_search_command(sub: argparse._SubParsersAction) -> None:
+    from evaluation.accel import DEFAULT_DEVICE, DEVICES
+    from evaluation.evaluators import EVALUATORS
     from hwnas.cli import HelpFormatter
     from nas.search import LATENCY_MODES, SearchConfig
-    from nas.searchers import SEARCHERS
+    from nas.searchers import BUDGET_RULE, SEARCHERS
     from search_spaces.spaces import SPACE_NAMES
 
     default = SearchConfig(run_dir="")  # every default below is the configuration's own
@@ -94,7 +104,13 @@ def add_search_command(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--beta", type=float, help=f"reward exponent when latency > T (default {default.beta})")
     s = p.add_argument_group("search")
     s.add_argument("--space", choices=SPACE_NAMES, help=f"search space (default {default.space}, or the preset's)")
-    s.add_argument("--searcher", choices=SEARCHERS, default=default.searcher, help="how candidates are proposed")
+    s.add_argument("--searcher", choices=SEARCHERS, default=default.searcher,
+                   help="how candidates are proposed; each searcher's random start-up is sized to --trials and the "
+                        f"workers (budget rule: {BUDGET_RULE})")
+    s.add_argument("--searcher-option", action="append", metavar="KEY=VALUE",
+                   help="an option of the searcher's sampler, repeatable (e.g. population_size=8 for evolution, "
+                        "model=rf for predictor); it overrides the budget rule; an unknown key is an error that "
+                        "lists the searcher's options (new searches only: --resume keeps the saved ones)")
     s.add_argument("--trials", type=int, help=f"trials to run, seeds included (default {default.trials}; "
                                               "with --resume: the new total)")
     s.add_argument("--seed", type=int, default=default.seed,
@@ -110,6 +126,14 @@ def add_search_command(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--train-resolution", type=int, default=ev.train["resolution_px"], help="training input resolution")
     d.add_argument("--holdout", type=int, default=ev.holdout, help="held-out training images for accuracy")
     d.add_argument("--train-subset", type=int, help="train on at most this many images")
+    e = p.add_argument_group("evaluator")
+    e.add_argument("--evaluator", choices=EVALUATORS, default=ev.evaluator,
+                   help="proxy: train each candidate from scratch (the proxy task options); supernet: score it as "
+                        "a subnet of a trained weight-sharing supernet (see `nas supernet train`)")
+    e.add_argument("--supernet", metavar="FILE",
+                   help="supernet file (default: the space's in the cache, trained by `nas supernet train`)")
+    e.add_argument("--device", choices=DEVICES, default=DEFAULT_DEVICE,
+                   help="where trials compute: auto = a GPU when the trial has one (--gpus-per-trial), else the CPU")
     l = p.add_argument_group("latency")
     l.add_argument("--latency", choices=LATENCY_MODES, default=ev.latency,
                    help="calibrated lookup table, whole-network measurement per trial, or the analytic model "
@@ -126,6 +150,8 @@ def add_search_command(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--workers", type=int, help="concurrent evaluations (CPUs / --cpus-per-trial if unset)")
     r.add_argument("--cpus-per-trial", type=int, default=default.cpus_per_trial,
                    help="CPUs (and torch threads) per evaluation")
+    r.add_argument("--gpus-per-trial", type=float, default=default.gpus_per_trial,
+                   help="GPUs per trial on Ray (fractions share one GPU, e.g. 0.25)")
     r.add_argument("--json", action="store_true", help="print only a JSON summary")
     r.add_argument("--no-report", action="store_true", help="do not write RUN_DIR/report/ at the end")
     r.add_argument("--report-references", action="store_true",

@@ -22,7 +22,7 @@ def _recipe(args):
 
 
 def cmd_supernet_train(args) -> int:
-    from evaluation.supernet import train_supernet
+    from evaluation.supernet import SupernetRecipe, train_supernet
 
     echo = None if args.json else (lambda line: print(line, flush=True))
     out = train_supernet(args.space, _recipe(args), dataset=args.dataset, data_dir=args.data_dir, device=args.device,
@@ -34,7 +34,9 @@ def cmd_supernet_train(args) -> int:
                   default=str)
         print()
     else:
-        print(f"next: nas search --evaluator supernet --space {args.space} ... (it finds {out.path} in the cache)")
+        where = f"--supernet {out.path}" if args.out else f"(finds {out.path} in the cache)"
+        holdout = f" --holdout {args.holdout}" if args.holdout != SupernetRecipe.holdout else ""
+        print(f"next: nas search --evaluator supernet --space {args.space}{holdout} --target-ms T {where}")
     return 0
 
 
@@ -59,7 +61,8 @@ def cmd_supernet_eval(args) -> int:
     from evaluation.supernet import find_supernet, load_supernet, score_subnet
     from search_spaces import count
 
-    path = args.supernet or find_supernet(args.space, args.dataset, holdout=args.holdout, split_seed=args.split_seed)
+    path = args.supernet or find_supernet(args.space, args.dataset, holdout=args.holdout, split_seed=args.split_seed,
+                                          resolution=args.resolution)
     sn = load_supernet(path, space=args.space if not args.supernet else None, dataset=args.dataset,
                        holdout=args.holdout, split_seed=args.split_seed,
                        resolution=args.resolution)
@@ -94,22 +97,25 @@ def cmd_supernet_eval(args) -> int:
 
 
 def add_supernet_commands(sub: argparse._SubParsersAction) -> None:
-    from evaluation.accel import DEVICES
-    from evaluation.data import DATASET_NAMES
-    from evaluation.supernet import BN_IMAGES, SupernetRecipe
+    from evaluation.accel import DEFAULT_DEVICE, DEVICES
+    from evaluation.evaluate import EvalConfig
+    from evaluation.supernet_recipe import BN_IMAGES, SupernetRecipe
     from hwnas.cli import HelpFormatter
     from search_spaces.spaces import SPACE_NAMES
 
     r = SupernetRecipe()  # every default below is the recipe's own
+    r_dataset = EvalConfig().dataset
     p = sub.add_parser("supernet", help="weight-sharing supernet of a search space: train, evaluate subnets")
     ssub = p.add_subparsers(dest="supernet_command", required=True, metavar="{train,eval}")
 
     def data_options(q, holdout_help: str) -> None:
-        q.add_argument("--dataset", default="fashion-mnist", choices=DATASET_NAMES, help="data set")
+        q.add_argument("--dataset", default=r_dataset, choices=("fashion-mnist", "cifar10", "imagefolder"),
+                       help="data set")
         q.add_argument("--data-dir", help="dataset folder (fashion-mnist: /usr/share/datasets/fashion-mnist if unset)")
         q.add_argument("--holdout", type=int, default=r.holdout, help=holdout_help)
         q.add_argument("--split-seed", type=int, default=r.split_seed, help="seed of the held-out split")
-        q.add_argument("--device", choices=DEVICES, default="auto", help="where to compute (auto: CUDA if present)")
+        q.add_argument("--device", choices=DEVICES, default=DEFAULT_DEVICE, help="where to compute (auto: CUDA if "
+                                                                                  "present)")
         q.add_argument("--threads", type=int, help="torch threads on the CPU (default: torch's)")
         q.add_argument("--json", action="store_true", help="print only a JSON summary")
 

@@ -42,6 +42,7 @@ from nas.search import SearchConfig
 from netadapt.refine import RefineConfig
 from search_spaces import ArchSpec, count, references
 from search_spaces.spec import load as load_spec
+from search_spaces.suggest import unknown_name
 
 STAGES = ("search", "train", "netadapt", "final", "report")
 
@@ -107,7 +108,8 @@ class ExperimentConfig:
               "target_like": None, "alpha": _SEARCH.alpha, "beta": _SEARCH.beta, "seeds": _SEARCH.seeds,
               "steps": _SEARCH.eval.train["steps"], "batch_size": _SEARCH.eval.train["batch_size"],
               "train_resolution": _SEARCH.eval.train["resolution_px"], "holdout": _SEARCH.eval.holdout,
-              "latency": _SEARCH.eval.latency, "top_k": _SEARCH.top_k, "workers": None}
+              "latency": _SEARCH.eval.latency, "top_k": _SEARCH.top_k, "workers": None,
+              "evaluator": _SEARCH.eval.evaluator, "supernet": _SEARCH.eval.supernet}
     TRAIN = {"epochs": 2.0, "batch_size": PROXY_TRAIN["batch_size"], "lr": 0.1,
              "resolution_px": PROXY_TRAIN["resolution_px"]}
     NETADAPT = {"enabled": True, "target_ms": None, "target_like": None, "reduction": None, "steps": _REFINE.steps,
@@ -172,13 +174,20 @@ class ExperimentConfig:
         s, n = self.search, self.netadapt
         if (s["target_ms"] is None) == (s["target_like"] is None):
             raise ExperimentError(f"{source}: [search] needs exactly one of target_ms and target_like")
+        from evaluation.evaluators import EVALUATORS
+
+        if s["evaluator"] not in EVALUATORS:
+            raise ExperimentError(f"{source}: [search] evaluator must be one of {', '.join(EVALUATORS)}, "
+                                  f"got {s['evaluator']!r}")
+        if s["supernet"] is not None and not isinstance(s["supernet"], str):
+            raise ExperimentError(f"{source}: [search] supernet must be a file name, got {s['supernet']!r}")
         if n["enabled"] and sum(n[k] is not None for k in ("target_ms", "target_like", "reduction")) != 1:
             raise ExperimentError(f"{source}: [netadapt] needs exactly one of target_ms, target_like and reduction")
         for section, key in (("search", "target_like"), ("netadapt", "target_like")):
             name = getattr(self, section)[key]
             if name is not None and name not in references.names():
-                raise ExperimentError(f"{source}: [{section}] target_like: unknown architecture {name!r}; "
-                                      f"known: {', '.join(references.names())}")
+                raise ExperimentError(f"{source}: [{section}] target_like: "
+                                      f"{unknown_name('architecture', name, references.names())}")
         for section, key in (("search", "trials"), ("search", "steps"), ("netadapt", "steps"),
                              ("netadapt", "max_iters"), ("data", "cpus_per_trial")):
             if getattr(self, section)[key] < 1:
@@ -273,6 +282,15 @@ class ExperimentOutcome:
     wall_s: float
 
 
+def _with_defaults(stored: Any) -> Any:
+    """A stored config with the keys added since it was written set to their defaults (so that an
+    experiment started before a new key existed still resumes); as stored if it does not load."""
+    try:
+        return json.loads(json.dumps(ExperimentConfig.from_dict(dict(stored)).to_dict()))
+    except (ExperimentError, TypeError, ValueError):
+        return stored
+
+
 def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False, force: bool = False,
                    echo: Callable[[str], None] | None = print) -> ExperimentOutcome:
     """Run (or resume) every stage not yet done; see the module docstring."""
@@ -285,7 +303,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
         if not state_path.exists():
             raise ExperimentError(f"{run_dir} holds no experiment to resume (no {STATE_FILE})")
         state = read_json(state_path, ExperimentError)
-        if state.get("config") != json.loads(json.dumps(cfg.to_dict())):
+        if _with_defaults(state.get("config")) != json.loads(json.dumps(cfg.to_dict())):
             raise ExperimentError(f"{run_dir} was started with another configuration; resume it with the same file "
                                   f"(or start a new --run-dir)")
     else:
@@ -326,7 +344,8 @@ def _stage_search(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> di
         run_dir=str(run_dir / "search"), space=s["space"], searcher=s["searcher"], trials=s["trials"],
         target_ms=s["target_ms"], target_like=s["target_like"], alpha=s["alpha"], beta=s["beta"], seed=cfg.seed,
         seeds=s["seeds"], workers=s["workers"], cpus_per_trial=d["cpus_per_trial"], ray_address=d["ray_address"],
-        top_k=s["top_k"], eval=eval_config(cfg, s["holdout"], train, s["latency"]))
+        top_k=s["top_k"], eval=dataclasses.replace(eval_config(cfg, s["holdout"], train, s["latency"]),
+                                                   evaluator=s["evaluator"], supernet=s["supernet"]))
     resume = (run_dir / "search" / CONFIG_FILE).exists()
     outcome = run_search(scfg, resume=resume, force=not resume, echo=echo)
     if outcome.found is None:
@@ -353,7 +372,7 @@ def _train(spec: ArchSpec, eval_cfg, train: dict, seed: int, ray_address: str | 
 
 def _stage_train(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> dict:
     t = cfg.train
-    spec = load_spec(run_dir / "search" / "found.json")
+    spec = load_spec(run_dir / rundir.SEARCH_DIR / rundir.FOUND_FILE)
     log_line(run_dir, f"[train] training the winner {spec.name} from scratch for {t['epochs']:g} epochs", echo)
     eval_cfg = eval_config(cfg, cfg.netadapt["holdout"], {})
     res = _train(spec, eval_cfg, dict(t), cfg.seed, cfg.data["ray_address"])
@@ -362,10 +381,10 @@ def _stage_train(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> dic
     out = run_dir / "train"
     out.mkdir(exist_ok=True)
     atomic_write_bytes(out / "model.pt", res["weights"])
-    spec.save(out / "model.json")
+    spec.save(out / rundir.MODEL_FILE)
     metrics = {"accuracy": res["accuracy"], "test_accuracy": res["test_accuracy"], "train_s": res.get("train_s"),
                "epochs": t["epochs"]}
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    atomic_write_text(out / rundir.METRICS_FILE, json.dumps(metrics, indent=2))
     log_line(run_dir, f"[train] held-out accuracy {res['accuracy']:.4f}, test {res['test_accuracy']:.4f}", echo)
     return {"model": "train/model.json", **metrics}
 
@@ -376,7 +395,7 @@ def _stage_netadapt(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> 
     from netadapt.refine import RefineConfig, run_refine
 
     n = cfg.netadapt
-    spec = load_spec(run_dir / "train" / "model.json")
+    spec = load_spec(run_dir / rundir.TRAIN_DIR / rundir.MODEL_FILE)
     if not n["enabled"]:
         return {"skipped": "disabled in the config", "result": "train/model.json"}
     eval_cfg = eval_config(cfg, n["holdout"], {"batch_size": cfg.train["batch_size"],
@@ -410,7 +429,7 @@ def _stage_netadapt(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> 
         return {"skipped": f"the winner ({start_ms:.3f} ms) already meets {target_ms:.3f} ms",
                 "result": "train/model.json", "target_ms": target_ms}
     rcfg = RefineConfig(
-        run_dir=str(run_dir / "netadapt"), arch=str(run_dir / "train" / "model.json"),
+        run_dir=str(run_dir / rundir.NETADAPT_DIR), arch=str(run_dir / rundir.TRAIN_DIR / rundir.MODEL_FILE),
         weights=str(run_dir / "train" / "model.pt"), target_ms=target_ms, reduction=n["reduction"],
         delta_ratio=n["delta_ratio"], steps=n["steps"], metric=n["metric"], max_iters=n["max_iters"],
         final_epochs=n["final_epochs"], baseline=n["baseline"], seed=cfg.seed,
@@ -441,9 +460,9 @@ def _stage_final(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> dic
     row = trained_row(spec.name, spec, res, recipe, eval_cfg, int8=True)
     out = run_dir / "final"
     out.mkdir(exist_ok=True)
-    spec.save(out / "model.json")
+    spec.save(out / rundir.MODEL_FILE)
     atomic_write_bytes(out / "model.pt", res["weights"])
-    atomic_write_text(out / "row.json", json.dumps(row, indent=2))
+    atomic_write_text(out / rundir.ROW_FILE, json.dumps(row, indent=2))
     log_line(run_dir, f"[final] test accuracy {row['test_accuracy']:.4f}; {row['latency_fp32_ms']:.3f} ms fp32, "
                   f"{row['latency_int8_ms']:.3f} ms int8; {row['madds'] / 1e6:.1f}M MAdds, {row['params']:,} params",
          echo)

@@ -26,10 +26,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from evaluation import rundir
 from hwnas import report_plots as plots
 from hwnas.report_doc import Doc, format_value
 from search_spaces import ArchSpec, count, load, references
 from search_spaces.files import atomic_write_text
+from search_spaces.suggest import unknown_name
 from search_spaces.table import COLUMNS, arch_rows
 
 DEFAULT_REFERENCES = ("mobilenetv3_large", "mobilenetv3_large_075", "mobilenetv3_small", "mobilenetv3_small_075",
@@ -129,6 +131,14 @@ def read_json(path: Path) -> dict | None:
     return data
 
 
+def run_wall_s(path: Path) -> float | None:
+    """The run's wall time: the one recorded in the run directory (:func:`evaluation.rundir.recorded_wall_s`,
+    the figure the command printed and logged); for a run made before it was recorded, the span of
+    ``log.txt``'s time stamps."""
+    recorded = rundir.recorded_wall_s(path)
+    return recorded if recorded is not None else wall_time_s(path / rundir.LOG_FILE)
+
+
 def wall_time_s(log: Path) -> float | None:
     """Seconds from the first to the last time-stamped line of ``log.txt`` (midnight wrap-around handled)."""
     if not log.exists():
@@ -147,21 +157,21 @@ def load_run(path: Path, label: str) -> Run:
     """Read a search or NetAdapt run directory; ValueError if it is neither or a file is corrupt."""
     if not path.is_dir():
         raise ValueError(f"{path}: no such run directory")
-    has_trials, has_trajectory = (path / "trials.csv").exists(), (path / "trajectory.csv").exists()
+    has_trials, has_trajectory = (path / rundir.TRIALS_FILE).exists(), (path / rundir.TRAJECTORY_FILE).exists()
     if not (has_trials or has_trajectory):
         raise ValueError(f"{path} is not a run directory (no trials.csv from `nas search` "
                          "or trajectory.csv from `netadapt refine`)")
     trials = trajectory = None
     if has_trials:
-        trials = read_table(path / "trials.csv", TRIAL_COLUMNS, TRIAL_OPTIONAL, TRIAL_TEXT, "trials")
+        trials = read_table(path / rundir.TRIALS_FILE, TRIAL_COLUMNS, TRIAL_OPTIONAL, TRIAL_TEXT, "trials")
     if has_trajectory:
-        trajectory = read_table(path / "trajectory.csv", TRAJECTORY_COLUMNS, TRAJECTORY_OPTIONAL, TRAJECTORY_TEXT,
+        trajectory = read_table(path / rundir.TRAJECTORY_FILE, TRAJECTORY_COLUMNS, TRAJECTORY_OPTIONAL, TRAJECTORY_TEXT,
                                 "NetAdapt trajectory")
         trajectory["chosen"] = trajectory["chosen"].str.strip().str.lower() == "true"
-    return Run(path=path, label=label, config=read_json(path / "config.json") or {}, trials=trials,
-               found=_load_spec(path / "found.json"), found_metrics=read_json(path / "found_metrics.json"),
-               trajectory=trajectory, refined=_load_spec(path / "refined.json"),
-               final_metrics=read_json(path / "final_metrics.json"), wall_s=wall_time_s(path / "log.txt"))
+    return Run(path=path, label=label, config=read_json(path / rundir.CONFIG_FILE) or {}, trials=trials,
+               found=_load_spec(path / rundir.FOUND_FILE), found_metrics=read_json(path / rundir.FOUND_METRICS_FILE),
+               trajectory=trajectory, refined=_load_spec(path / rundir.REFINED_FILE),
+               final_metrics=read_json(path / rundir.FINAL_METRICS_FILE), wall_s=run_wall_s(path))
 
 
 def _load_spec(path: Path) -> ArchSpec | None:
@@ -206,8 +216,7 @@ def reference_names(references_arg: bool | Sequence[str]) -> tuple[str, ...]:
         return ()
     unknown = [n for n in references_arg if n not in references.names()]
     if unknown:
-        raise ValueError(f"unknown reference architecture(s) {', '.join(unknown)}; known: "
-                         f"{', '.join(references.names())}")
+        raise ValueError(unknown_name("reference architecture", unknown[0], references.names()))
     return tuple(references_arg)
 
 
@@ -340,7 +349,7 @@ def environment(run: Run) -> dict:
         env.update(_flatten({k: v for k, v in run.config.items() if k not in shown}))
     argv = _get(run.config, "environment.argv")
     env["command"] = " ".join(argv) if isinstance(argv, list) else argv
-    env["wall time (log.txt)"] = f"{run.wall_s / 60:.1f} min" if run.wall_s is not None else None
+    env["wall time"] = f"{run.wall_s / 60:.1f} min" if run.wall_s is not None else None
     return {k: v for k, v in env.items() if v is not None}
 
 
@@ -364,7 +373,7 @@ def environment_table(runs: Sequence[Run]) -> pd.DataFrame:
 def summary_rows(run: Run) -> list[dict]:
     """One summary row per part of the run (search, NetAdapt)."""
     rows = []
-    wall = round(run.wall_s / 60, 2) if run.wall_s is not None else None
+    wall = round(run.wall_s / 60, 1) if run.wall_s is not None else None  # as the command printed it
     if run.trials is not None:
         t, m = run.trials, run.found_metrics or {}
         rows.append({"run": run.label, "type": "search", "searcher": _get(run.config, "search.searcher"),
@@ -412,6 +421,27 @@ def accuracy_latency_figure(run: Run, front: pd.DataFrame, refs: pd.DataFrame) -
                                   run.config.get("target_ms"), f"latency at {res}² (ms){where}")
 
 
+def accuracy_latency_caption(fig: Figure, target_ms: float | None) -> str:
+    """The caption of :func:`accuracy_latency_figure`, made from what its legend lists (so it names only
+    what is drawn)."""
+    labels = plots.legend_labels(fig)
+    shown = ["every completed trial (dots)"]
+    if "Pareto front" in labels:
+        shown.append("the Pareto front (line)")
+    if any(label.startswith("found") for label in labels):
+        shown.append("the found model (star)")
+    if any(label.startswith("references") for label in labels):
+        shown.append("reference networks trained with the same proxy and timed on the same device (diamonds)")
+    target_drawn = any(label.startswith("target") for label in labels)
+    if target_drawn:
+        shown.append("the latency target (dashed line)")
+    text = (", ".join(shown[:-1]) + " and " + shown[-1] if len(shown) > 1 else shown[0]) + "."
+    text = text[0].upper() + text[1:]
+    if target_ms is not None and not target_drawn:
+        text += f" The target, {target_ms:.3g} ms, lies far to the right of every point and is not drawn."
+    return text
+
+
 def reward_series(runs: Sequence[Run]) -> list[tuple[str, pd.DataFrame]]:
     """(label, trials with a reward in trial order) of every search run that has any."""
     series = []
@@ -445,13 +475,13 @@ def search_section(doc: Doc, run: Run, prefix: str, names: Sequence[str], shared
     refs, why_not = reference_table(run, names, shared, echo)
     front = pareto_table(run.trials)
     doc.heading("Accuracy vs latency", 3)
-    doc.figure(accuracy_latency_figure(run, front, refs), f"{prefix}accuracy_latency.png",
-               "Every completed trial, the Pareto front, the found model (star) and reference networks trained "
-               "with the same proxy and timed on the same device (diamonds).")
+    fig = accuracy_latency_figure(run, front, refs)
+    doc.figure(fig, f"{prefix}accuracy_latency.png", accuracy_latency_caption(fig, run.config.get("target_ms")))
     if why_not:
         doc.text(f"Reference networks not evaluated: {why_not}.")
     elif not len(refs):
-        doc.text(f"No reference networks evaluated yet (run `nas report {run.path}` without --no-references).")
+        doc.text(f"This report has no reference networks: `nas report {run.path}` trains them with this run's proxy "
+                 "and timing (minutes) and adds them.")
     doc.table(front, f"{prefix}pareto.csv", "Pareto front (accuracy ↑, latency ↓).")
     if len(refs):
         doc.table(refs[list(REFERENCE_COLUMNS)], f"{prefix}references.csv",
@@ -510,8 +540,11 @@ def netadapt_section(doc: Doc, run: Run, prefix: str) -> None:
         kinds = chosen.loc[chosen["kind"] != "start", "kind"].value_counts()
         doc.text(f"{max(len(chosen) - 1, 0)} iteration(s); chosen proposals: "
                  + (", ".join(f"{k} {n}" for k, n in kinds.items()) or "none") + ".")
-        doc.figure(plots.trajectory(chosen, _baseline(run.final_metrics)), f"{prefix}netadapt_trajectory.png",
-                   "Latency and accuracy of the network after each iteration; colour: the chosen proposal's kind.")
+        fig = plots.trajectory(chosen, _baseline(run.final_metrics))
+        baseline = any(label.startswith("baseline") for label in plots.legend_labels(fig))
+        doc.figure(fig, f"{prefix}netadapt_trajectory.png",
+                   "Latency and accuracy of the network after each iteration; colour: the chosen proposal's kind"
+                   + ("; dotted: the width-multiplier baseline." if baseline else "."))
         cols = ["iteration", "kind", "group", "blocks", "old_width", "new_width", "accuracy", "delta_acc",
                 "latency_pred_ms", "latency_measured_ms", "madds", "params", "slope"]
         doc.table(chosen[cols], f"{prefix}netadapt_trajectory.csv", "Chosen proposal of each iteration.")
@@ -553,7 +586,7 @@ def experiment_section(doc: Doc, path: Path, exp: dict, prefix: str) -> None:
     doc.text(f"`nas experiment run` in {path}: search → training of the winner → NetAdapt → final training "
              f"(from scratch with the recipe) → this report.")
     doc.table(experiment_stages(exp), f"{prefix}stages.csv", "Stages (`experiment.json`).")
-    row = read_json(path / "final" / "row.json")
+    row = read_json(path / rundir.FINAL_DIR / rundir.ROW_FILE)
     if row:
         keep = ("name", "test_accuracy", "heldout_accuracy", "latency_fp32_ms", "latency_int8_ms", "madds", "params",
                 "deploy_resolution", "device")
@@ -574,13 +607,14 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path | None = No
     """
     experiments, expanded = [], []
     for d in run_dirs:  # an experiment directory (`nas experiment run`) stands for its search and NetAdapt runs
-        exp = read_json(Path(d) / "experiment.json")
+        exp = read_json(Path(d) / rundir.EXPERIMENT_FILE)
         if exp is None:
             expanded.append(d)
             continue
         experiments.append((Path(d), exp))
-        inside = [Path(d) / sub for sub in ("search", "netadapt") if (Path(d) / sub / "config.json").exists()
-                  and ((Path(d) / sub / "trials.csv").exists() or (Path(d) / sub / "trajectory.csv").exists())]
+        inside = [Path(d) / sub for sub in (rundir.SEARCH_DIR, rundir.NETADAPT_DIR)
+                  if (Path(d) / sub / rundir.CONFIG_FILE).exists()
+                  and any((Path(d) / sub / f).exists() for f in (rundir.TRIALS_FILE, rundir.TRAJECTORY_FILE))]
         if not inside:
             raise ValueError(f"{d}: the experiment has no search results yet (resume it with "
                              f"`nas experiment run CONFIG --run-dir {d} --resume`)")
@@ -599,7 +633,7 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path | None = No
         experiment_section(doc, path, exp, f"e{i + 1}_" if len(experiments) > 1 else "")
     series = reward_series(runs)
     if series:
-        doc.figure(plots.rewards(series), "reward.png", "Reward of each trial and the best reward so far"
+        doc.figure(plots.rewards(series), "reward.png", "Reward of each trial (dots) and the best reward so far (line)"
                    + (", one colour per run." if len(runs) > 1 else "."))
     shared: dict = {}
     for i, run in enumerate(runs):

@@ -1,6 +1,8 @@
 """The report's figures, from plain tables (matplotlib's Agg canvas through ``Figure``: no pyplot, no display).
 
-:mod:`hwnas.report` decides what is plotted; these functions only draw.
+:mod:`hwnas.report` decides what is plotted; these functions only draw. Every legend is placed outside
+the axes (:func:`legend_outside`), so that it never hides a point; :func:`legend_labels` says what a
+figure's legend lists, which is what the report's captions are made from.
 """
 
 from __future__ import annotations
@@ -14,6 +16,16 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 KIND_COLORS = {"start": "black", "expansion": "tab:blue", "bottleneck": "tab:green", "head": "tab:purple"}
+
+
+def legend_outside(ax) -> None:
+    """The legend to the right of the axes, outside the data (the saved PNG is cropped to include it)."""
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+
+
+def legend_labels(fig: Figure) -> list[str]:
+    """The labels of every legend of ``fig``: what is drawn, in the words of the legend."""
+    return [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
 
 
 def short_name(name: str) -> str:
@@ -47,7 +59,7 @@ def accuracy_latency(trials: pd.DataFrame, front: pd.DataFrame, refs: pd.DataFra
     ax.set_xlabel(xlabel)
     ax.set_ylabel("held-out accuracy (proxy)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    legend_outside(ax)
     return fig
 
 
@@ -65,7 +77,7 @@ def rewards(series: Sequence[tuple[str, pd.DataFrame]]) -> Figure:
     ax.set_xlabel("trial")
     ax.set_ylabel("reward (points) and best so far (line)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    legend_outside(ax)
     return fig
 
 
@@ -87,7 +99,7 @@ def latency_error(pairs: pd.DataFrame) -> Figure:
     ax.set_xlabel("measured latency (ms)")
     ax.set_ylabel("predicted latency (ms)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    legend_outside(ax)
     return fig
 
 
@@ -123,5 +135,5 @@ def trajectory(chosen: pd.DataFrame, baseline: tuple[float | None, float | None,
     ax_acc.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in (ax_lat, ax_acc):
         ax.grid(alpha=0.3)
-    ax_lat.legend(fontsize=8, loc="best")
+    legend_outside(ax_lat)
     return fig

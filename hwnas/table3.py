@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Callable, Sequence
 
+from evaluation import rundir
 from evaluation.rundir import EXPERIMENT_FILE as STATE_FILE
 from evaluation.rundir import atomic_write_text, read_json
 from hwnas.experiment import (
@@ -24,6 +25,7 @@ from hwnas.experiment import (
 )
 from search_spaces import ArchSpec, references
 from search_spaces.spec import load as load_spec
+from search_spaces.suggest import unknown_name
 
 TABLE_FILE = "table3"
 TABLE_REFERENCES = ("mobilenetv3_large", "mobilenetv3_large_075", "mnasnet_a1", "mobilenetv2",
@@ -64,8 +66,7 @@ def table_rows(experiments: Sequence[str | Path], out_dir: str | Path, *, recipe
         recipe = Recipe(**exps[0][1]["config"]["final"]) if exps else Recipe()
     unknown = [n for n in reference_names if n not in references.names()]
     if unknown:
-        raise ExperimentError(f"unknown reference architecture(s) {', '.join(unknown)}; "
-                              f"known: {', '.join(references.names())}")
+        raise ExperimentError(unknown_name("reference architecture", unknown[0], references.names()))
     data = load_dataset(dataset, data_dir)
     (out / "rows").mkdir(parents=True, exist_ok=True)
     eval_cfg = EvalConfig(dataset=dataset, data_dir=data_dir, holdout=recipe.holdout,
@@ -74,10 +75,10 @@ def table_rows(experiments: Sequence[str | Path], out_dir: str | Path, *, recipe
     todo: dict[str, tuple[ArchSpec, str | None]] = {}
     rows: dict[str, dict] = {}
     for e, st in exps:
-        spec = load_spec(e / "final" / "model.json")
+        spec = load_spec(e / rundir.FINAL_DIR / rundir.MODEL_FILE)
         space = st["config"]["search"]["space"]
         todo[spec.name] = (spec, COUNTERPART.get(space))
-        row_path = e / "final" / "row.json"
+        row_path = e / rundir.FINAL_DIR / rundir.ROW_FILE
         if row_path.exists() and not (out / "rows" / f"{spec.name}.json").exists():  # the table's own copy wins
             row = json.loads(row_path.read_text())
             if row.get("recipe_key") == recipe.key() and (row.get("latency_int8_ms") is not None or not int8):

@@ -24,19 +24,24 @@ Whole networks for the calibration and the validation can be measured against an
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from latency.lut_store import IO_MELEMS, Calibration, TableStore, canonical_key, group_sums, io_melems, raw_sum_ms
 from latency.measure import LatencyError, MeasureConfig, measure_onnx, measure_pair
+from search_spaces.progress import PROGRESS_EVERY_S
 from search_spaces.spec import ArchSpec
 from search_spaces.walk import LayerKey, LayerKind, LayerShape, Role, walk
 
 # Entries are small (tens of µs to a few ms): cap their timing at ~1 s each.
 ENTRY_TIME_CAP_S = 1.0
+CALIBRATION_LOCK_SUFFIX = ".calibrate.lock"  # next to the table: one calibration of a table at a time
 
 
 class MissingEntryError(LatencyError):
@@ -228,6 +233,37 @@ class LatencyTable:
         for spec, ms in zip(specs, measured):
             self.add_point(spec, ms, resolution)
         return self.fit()
+
+    @contextlib.contextmanager
+    def calibration_lock(self, on_wait: Callable[[float], None] | None = None,
+                         every_s: float = PROGRESS_EVERY_S) -> Iterator[None]:
+        """Hold the table's calibration lock (an exclusive ``flock`` on ``<table>.calibrate.lock``).
+
+        Two processes that both find the table uncalibrated would each measure the same networks for
+        minutes and store different fits; the second one to come waits here instead, and finds the
+        first one's calibration when it gets the lock (the stored calibration is re-read on entry, so
+        check ``calibration.n_points`` again inside the block). ``on_wait(waited_s)`` is called when
+        the lock is held by another process, then every ``every_s`` seconds until it is free.
+        """
+        path = self.path.with_name(self.path.name + CALIBRATION_LOCK_SUFFIX)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            t0 = next_call = time.monotonic()
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    now = time.monotonic()
+                    if on_wait is not None and now >= next_call:
+                        on_wait(now - t0)
+                        next_call = now + every_s
+                    time.sleep(0.2)
+            try:
+                self._calibration = None  # re-read: another process may have stored one meanwhile
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     def anchor_ms(self, anchor: ArchSpec, resolution: int | None = None) -> float | None:
         """The table's reference latency of ``anchor`` (None if it has none); another anchor is an error."""

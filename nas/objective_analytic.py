@@ -24,6 +24,7 @@ Everything is a pure function of the spec, so the same architecture always score
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 
 from latency.model import analytic_latency_ms
@@ -108,14 +109,18 @@ def run_analytic_search(
     storage=None,
     study_name: str | None = None,
     sampler_options: dict | None = None,
+    budget: int | None = None,
+    timings: dict | None = None,
 ):
     """Run searcher ``searcher`` on ``space`` against the stand-in objective (tests and benchmarks).
 
     The same ask/tell protocol as the real search loop: seeds enqueued first, ``in_flight`` trials
-    asked before any is told (told in the order asked), each told by :func:`nas.searchers.tell`
+    asked before any is told (told in the order asked), each recorded like the loop records it (user
+    attributes ``arch_id``, ``accuracy``, ``latency_ms``, ``reward``) and told by :func:`nas.searchers.tell`
     (``[accuracy, latency_ms]`` with the latency constraint for nsga2, the MnasNet reward for the
-    others). Reopening ``study_name`` in ``storage`` continues a previous run with a new sampler
-    (the resume path).
+    others). The sampler is made as ``nas search`` makes it: :func:`nas.searchers.make_sampler` with the
+    budget (the budget rule), ``in_flight`` workers and the reward. Reopening ``study_name`` in
+    ``storage`` continues a previous run with a new sampler (the resume path).
 
     Args:
         searcher: a name of :data:`nas.searchers.SEARCHERS`.
@@ -127,6 +132,11 @@ def run_analytic_search(
         enqueue_seeds: enqueue ``space.seeds()`` if the study is new.
         storage, study_name: an Optuna storage and study name to create or reopen.
         sampler_options: extra keyword arguments for :func:`nas.searchers.make_sampler`.
+        budget: the whole run's trials, for the budget rule (default: the study's trials + ``n_trials``;
+            a resumed run gives the same total as the uninterrupted one, as ``nas search --resume`` does).
+        timings: if given, CPU seconds of this process (``time.process_time``, so that other work on the
+            machine does not count) are added to its keys ``ask`` (the sampler's proposals), ``evaluate``
+            (the stand-in objective) and ``tell`` (recording and the sampler's after-trial work).
 
     Returns:
         The :class:`optuna.Study`.
@@ -138,21 +148,38 @@ def run_analytic_search(
 
     if in_flight < 1:
         raise ValueError(f"in_flight must be ≥ 1, got {in_flight}")
-    sampler = make_sampler(searcher, space, seed=seed, **(sampler_options or {}))
-    study = optuna.create_study(directions=study_directions(searcher), sampler=sampler, storage=storage,
+    study = optuna.create_study(directions=study_directions(searcher), storage=storage,
                                 study_name=study_name, load_if_exists=True)
+    total = budget if budget is not None else len(study.trials) + n_trials
+    study.sampler = make_sampler(searcher, space, seed=seed, trials=total, workers=in_flight, reward=cfg,
+                                 **(sampler_options or {}))
     if enqueue_seeds and not study.trials:
         for params in space.seeds().values():
             study.enqueue_trial(params)
     dists = distributions(space)
+    clock = {"ask": 0.0, "evaluate": 0.0, "tell": 0.0}
     done = 0
     while done < n_trials:
+        t0 = time.process_time()
         batch = [study.ask(dists) for _ in range(min(in_flight, n_trials - done))]
+        clock["ask"] += time.process_time() - t0
         for trial in batch:
-            result = analytic_objective(space.decode(trial.params))
+            t0 = time.process_time()
+            spec = space.decode(trial.params)
+            result = analytic_objective(spec)
+            reward = mnas_reward(result.accuracy, result.latency_ms, cfg)
+            t1 = time.process_time()
+            for key, value in (("arch_id", spec.arch_id), ("accuracy", result.accuracy),
+                               ("latency_ms", result.latency_ms), ("reward", reward)):
+                trial.set_user_attr(key, value)
             tell(study, trial, searcher, accuracy=result.accuracy, latency_ms=result.latency_ms,
-                 reward=mnas_reward(result.accuracy, result.latency_ms, cfg), target_ms=cfg.target_ms)
+                 reward=reward, target_ms=cfg.target_ms)
+            clock["evaluate"] += t1 - t0
+            clock["tell"] += time.process_time() - t1
         done += len(batch)
+    if timings is not None:
+        for key, value in clock.items():
+            timings[key] = timings.get(key, 0.0) + value
     return study
 
 

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 
@@ -41,6 +43,7 @@ from evaluation.rundir import (
     STUDY_FILE,
     TRIALS_FILE,
     WEIGHTS_DIR,
+    RunClock,
     atomic_write_bytes,
     atomic_write_text,
     environment,
@@ -50,6 +53,8 @@ from evaluation.rundir import (
     write_csv,
 )
 from search_spaces import ArchSpec, references
+from search_spaces.progress import PROGRESS_EVERY_S, Progress, format_duration
+from search_spaces.suggest import unknown_name
 
 PRESETS = {
     # MobileNetV3 §4.1: Large reused MnasNet's search (w = −0.07) with A1 as the seed; Small was a
@@ -69,13 +74,16 @@ class SearchError(ValueError):
 
 
 @dataclass(frozen=True)
-class SearchConfig:
+class SearchConfig(configs.RunConfig):
     """Everything a search needs; saved as ``config.json`` and reloaded by ``--resume``.
 
     Attributes:
         run_dir: the run directory.
         space: search space name (see :mod:`search_spaces.spaces`).
-        searcher: ``rl``, ``evolution``, ``tpe``, ``nsga2`` or ``random``.
+        searcher: ``rl``, ``evolution``, ``predictor``, ``tpe``, ``nsga2`` or ``random``.
+        searcher_options: keyword options of the searcher's sampler (``nas search --searcher-option``);
+            they override the budget rule (:data:`nas.searchers.BUDGET_RULE`), which sizes the
+            searcher's start-up from ``trials`` and the workers.
         trials: trials to finish (completed or failed), seeds included.
         target_ms: latency target T in ms (or None with ``target_like``).
         target_like: a reference architecture whose latency on this device is the target.
@@ -84,6 +92,8 @@ class SearchConfig:
         seeds: enqueue the space's known architectures first.
         workers: concurrent evaluations (None: all CPUs of the Ray cluster / cpus_per_trial).
         cpus_per_trial: CPUs (and torch threads) per evaluation.
+        gpus_per_trial: GPUs per evaluation (fractions allowed; 0: trials train on the CPU). Where to
+            train is ``eval.train["device"]`` (``auto``: the GPU a trial was given, if any).
         ray_address: join this Ray cluster instead of starting a local one.
         max_retries: Ray retries of an evaluation whose worker died.
         top_k: candidates re-measured whole on the device at the end.
@@ -93,6 +103,7 @@ class SearchConfig:
     run_dir: str
     space: str = "mobilenetv3"
     searcher: str = "rl"
+    searcher_options: dict = field(default_factory=dict)
     trials: int = 16
     target_ms: float | None = None
     target_like: str | None = None
@@ -102,26 +113,16 @@ class SearchConfig:
     seeds: bool = True
     workers: int | None = None
     cpus_per_trial: int = 1
+    gpus_per_trial: float = 0.0
     ray_address: str | None = None
     max_retries: int = 2
     top_k: int = 3
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(train=dict(SEARCH_TRAIN)))
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["eval"] = self.eval.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict, where: str = "search config") -> "SearchConfig":
-        """From :meth:`to_dict`'s form; an unknown key (here or in ``eval``) is a :class:`SearchError`."""
-        return configs.from_dict(cls, d, where=where, error=SearchError, nested={"eval": EvalConfig})
-
-    @classmethod
-    def load(cls, run_dir: str | Path) -> "SearchConfig":
-        """The configuration a search run directory was started with (what ``--resume`` continues)."""
-        where = str(Path(run_dir) / CONFIG_FILE)
-        return cls.from_dict(rundir.load_config(run_dir, "search", "search", SearchError), where)
+    SECTION: ClassVar[str] = "search"  # to_dict / from_dict / load: see evaluation.configs.RunConfig
+    WHAT: ClassVar[str] = "search"
+    ERROR: ClassVar[type[Exception]] = SearchError
+    NESTED: ClassVar[dict] = {"eval": EvalConfig}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -232,8 +233,7 @@ def check_target(cfg: SearchConfig) -> None:
     elif not cfg.target_like:
         raise SearchError("give --target-ms, --target-like ARCH or --preset large|small")
     elif cfg.target_like not in references.names():
-        raise SearchError(f"--target-like: unknown architecture {cfg.target_like!r}; "
-                          f"known: {', '.join(references.names())}")
+        raise SearchError(f"--target-like: {unknown_name('architecture', cfg.target_like, references.names())}")
 
 
 def resolve_target(cfg: SearchConfig, space, echo=None) -> float:
@@ -262,26 +262,58 @@ def corner_specs(space) -> dict[str, ArchSpec]:
 
 
 def ensure_calibration(cfg: SearchConfig, space, echo=None) -> None:
-    """A predicted-latency search needs a calibrated table: fit one on a few whole networks if absent."""
+    """A predicted-latency search needs a calibrated table: fit one on a few whole networks if absent.
+
+    The layer entries the start needs (the calibration networks', the space's corners') are measured
+    first, with progress lines. One process at a time calibrates a table
+    (:meth:`latency.lut.LatencyTable.calibration_lock`): a second search started meanwhile says that
+    it waits, and then uses the calibration the first one stored.
+    """
     from latency.model import TableLatency
 
     model = latency_model(cfg.eval)
     if not isinstance(model, TableLatency) or not model.can_measure:
         return  # measured or analytic latency, or another device's table (calibrated there)
     table = model.table
-    have = table.calibration.n_points
-    if have >= CALIBRATION_NETWORKS:
+    corners = [s.replace(resolution=cfg.eval.deploy_resolution) for s in corner_specs(space).values()]
+    if table.calibration.n_points >= CALIBRATION_NETWORKS:
+        measure_entries(table, corners, echo)
         return
-    rng = np.random.default_rng(cfg.seed)
-    specs = [space.decode(v) for v in space.seeds().values()]
-    while len(specs) < CALIBRATION_NETWORKS - have:
-        specs.append(space.decode(space.sample(rng)))
-    specs = [s.replace(resolution=cfg.eval.deploy_resolution) for s in specs]
-    if echo:
-        echo(f"calibrating the latency table {table.path} on {len(specs)} whole networks (once per device)")
-    cal = table.calibrate(specs)
+
+    def waiting(waited_s: float) -> None:
+        if echo:
+            echo(f"waiting for another process that is calibrating the latency table {table.path} "
+                 f"({format_duration(waited_s)} so far); its calibration will be used")
+
+    with table.calibration_lock(on_wait=waiting):
+        have = table.calibration.n_points  # re-read under the lock
+        if have >= CALIBRATION_NETWORKS:
+            if echo:
+                echo(f"  using the calibration of {table.path}: {table.calibration.describe()}")
+            measure_entries(table, corners, echo)
+            return
+        rng = np.random.default_rng(cfg.seed)
+        specs = [space.decode(v) for v in space.seeds().values()]
+        while len(specs) < CALIBRATION_NETWORKS - have:
+            specs.append(space.decode(space.sample(rng)))
+        specs = [s.replace(resolution=cfg.eval.deploy_resolution) for s in specs]
+        if echo:
+            echo(f"calibrating the latency table {table.path} on {len(specs)} whole networks (once per device; "
+                 "a few minutes)")
+        measure_entries(table, specs + corners, echo)
+        cal = table.calibrate(specs, progress=Progress(echo, "whole networks measured", "networks"))
     if echo:
         echo(f"  calibration: {cal.describe()}")
+
+
+def measure_entries(table, specs, echo=None) -> int:
+    """Measure the table entries of ``specs``' layers that are missing, with progress lines; how many."""
+    from search_spaces.walk import walk
+
+    missing = table.missing(layer.key for spec in specs for layer in walk(spec))
+    if missing and echo:
+        echo(f"  measuring {len(missing)} layer entries of the latency table")
+    return table.ensure(missing, progress=Progress(echo, "layer entries measured", "entries"))
 
 
 def run_search(cfg: SearchConfig, *, resume: bool = False, force: bool = False,
@@ -295,12 +327,14 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, force: bool = False,
     A new search that fails before its first trial (an unreachable target, a table lacking entries,
     Ray not starting, ...) removes what it wrote, and the run directory (and parents) it created.
     """
-    t_start = time.perf_counter()
+    clock = RunClock(Path(cfg.run_dir), resume)  # the run's one wall time (console, log.txt, report)
     created = [] if resume else missing_dirs(Path(cfg.run_dir))
     progress = {"prepared": False, "asked": False}
+    cfg = with_evaluator(cfg, echo)  # the supernet file found and checked before anything is written
     try:
         run = start_search(cfg, resume, force, echo, progress)
-        study = open_study(run, cfg)
+        run.clock = clock
+        study = open_study(run, cfg, echo)
         requeue_interrupted(study, run, echo)
         if not resume and cfg.seeds:
             for name, params in run.space.seeds().items():
@@ -317,7 +351,10 @@ def run_search(cfg: SearchConfig, *, resume: bool = False, force: bool = False,
     write_csv(run.dir / PARETO_FILE, pareto_front(rows))
     completed = sum(r["state"] == "COMPLETE" for r in rows)
     failed = sum(r["state"] == "FAIL" and r["error"] is not None for r in rows)
-    return SearchOutcome(run.dir, found, metrics, completed, failed, time.perf_counter() - t_start)
+    wall_s = clock.record()
+    log_line(run.dir, f"{completed} trials completed, {failed} failed, in {wall_s / 60:.1f} min"
+                      + (" (wall time of every session of this run)" if clock.before_s else ""), echo)
+    return SearchOutcome(run.dir, found, metrics, completed, failed, wall_s)
 
 
 @dataclass
@@ -328,6 +365,7 @@ class SearchRun:
     space: object
     reward: object  # nas.rewards.RewardConfig
     remeasured: dict[int, float] = field(default_factory=dict)
+    clock: RunClock | None = None  # the run's wall time, recorded after every trial
 
     @property
     def remeasured_path(self) -> Path:
@@ -339,12 +377,46 @@ def check_options(cfg: SearchConfig) -> None:
     from nas.searchers import SEARCHERS
 
     if cfg.searcher not in SEARCHERS:
-        raise SearchError(f"unknown searcher {cfg.searcher!r}; known: {', '.join(SEARCHERS)}")
+        raise SearchError(unknown_name("searcher", cfg.searcher, SEARCHERS))
+    check_searcher_options(cfg)
     if cfg.trials < 1:
         raise SearchError(f"--trials must be at least 1, got {cfg.trials}")
     if cfg.eval.latency not in LATENCY_MODES:
         raise SearchError(f"--latency must be one of {', '.join(LATENCY_MODES)}, got {cfg.eval.latency!r}")
     check_target(cfg)
+    check_devices(cfg)
+
+
+def check_devices(cfg: SearchConfig) -> None:
+    """``--device`` and ``--gpus-per-trial`` make sense together and (on a local Ray) on this machine."""
+    from evaluation.accel import check_device
+
+    device = cfg.eval.train.get("device") or "auto"
+    if not (isinstance(cfg.gpus_per_trial, (int, float)) and cfg.gpus_per_trial >= 0):
+        raise SearchError(f"--gpus-per-trial must be 0 or more, got {cfg.gpus_per_trial!r}")
+    if device.startswith("cuda") and not cfg.gpus_per_trial:
+        raise SearchError(f"--device {device} needs --gpus-per-trial (e.g. 1, or 0.25 for four trials per GPU): "
+                          "Ray shows a trial only the GPUs it asks for")
+    if cfg.ray_address is None:
+        check_device(device)
+
+
+def eval_resolution(ev: EvalConfig) -> int:
+    """The input resolution candidates were scored at: the proxy's training resolution, or the supernet's."""
+    from evaluation.evaluators import scoring_resolution
+
+    return scoring_resolution(ev)
+
+
+def with_evaluator(cfg: SearchConfig, echo: Callable[[str], None] | None = None) -> SearchConfig:
+    """``cfg`` with its evaluator resolved (:func:`evaluation.evaluators.resolve_evaluator`): for the
+    supernet evaluator, the supernet file of the space, data set and held-out split, found in the cache
+    if not given, and checked; an error names a mismatch or the command that trains one."""
+    from evaluation.evaluators import resolve_evaluator
+
+    check_options(cfg)
+    ev = resolve_evaluator(cfg.eval, cfg.space, echo)
+    return cfg if ev is cfg.eval else replace(cfg, eval=ev)
 
 
 def start_search(cfg: SearchConfig, resume: bool, force: bool, echo: Callable[[str], None] | None,
@@ -407,21 +479,61 @@ def _write_start(cfg: SearchConfig, run_dir: Path, space, target: float, data, e
                           f"device (range {low:.2f}–{high:.2f} ms): the search will favour the fastest ones", echo)
 
 
-def open_study(run: SearchRun, cfg: SearchConfig):
+def check_searcher_options(cfg: SearchConfig) -> None:
+    """``--searcher-option``: a mapping of options the searcher takes (one-line error naming the known ones)."""
+    from nas.searchers import check_options as check_sampler_options
+
+    if not isinstance(cfg.searcher_options, dict):
+        raise SearchError(f"searcher_options must be a mapping, got {type(cfg.searcher_options).__name__}")
+    try:
+        check_sampler_options(cfg.searcher, cfg.searcher_options)
+    except ValueError as e:
+        raise SearchError(f"--searcher-option: {e}") from None
+
+
+def planned_workers(cfg: SearchConfig) -> int:
+    """The evaluations in flight the budget rule assumes: ``workers``, else this machine's CPUs / cpus_per_trial."""
+    return cfg.workers or max(1, (os.cpu_count() or 1) // max(1, cfg.cpus_per_trial))
+
+
+def make_search_sampler(run: SearchRun, cfg: SearchConfig, echo=None):
+    """The searcher's sampler, sized to the budget (:func:`nas.searchers.make_sampler` with ``trials``, the
+    planned workers and the reward); a :class:`~nas.searchers.BudgetWarning` is logged as a warning line."""
+    from nas.searchers import BudgetWarning, make_sampler
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", BudgetWarning)
+        sampler = make_sampler(cfg.searcher, run.space, seed=cfg.seed, trials=cfg.trials,
+                               workers=planned_workers(cfg), reward=run.reward, **cfg.searcher_options)
+    for w in caught:
+        if issubclass(w.category, BudgetWarning):
+            log_line(run.dir, f"warning: {w.message}", echo)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return sampler
+
+
+def open_study(run: SearchRun, cfg: SearchConfig, echo=None):
     """The Optuna study in ``study.journal`` (created, or loaded after cutting off a torn last record)."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    from nas.searchers import make_sampler, study_directions
+    from nas.searchers import metric_names, study_directions
 
     repair_journal(run.dir / STUDY_FILE)
     storage = JournalStorage(JournalFileBackend(str(run.dir / STUDY_FILE)))
     try:
-        return optuna.create_study(study_name=STUDY_NAME, storage=storage, directions=study_directions(cfg.searcher),
-                                   sampler=make_sampler(cfg.searcher, run.space, seed=cfg.seed), load_if_exists=True)
+        study = optuna.create_study(study_name=STUDY_NAME, storage=storage, directions=study_directions(cfg.searcher),
+                                    sampler=make_search_sampler(run, cfg, echo), load_if_exists=True)
     except ValueError as e:  # a journal damaged in the middle (a torn last record is repaired above)
         raise SearchError(f"{run.dir / STUDY_FILE}: unreadable study journal ({e})") from None
+    names = metric_names(cfg.searcher)
+    if study.metric_names != names:  # so that optuna-dashboard shows "reward", not "Objective 0"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
+    return study
 
 
 def requeue_interrupted(study, run: SearchRun, echo) -> None:
@@ -463,17 +575,23 @@ def _loop(cfg: SearchConfig, run: SearchRun, study, echo, progress: dict) -> Non
 
     dists = distributions(run.space)
     weights_dir = run.dir / WEIGHTS_DIR
-    pool = RayPool(address=cfg.ray_address, cpus_per_trial=cfg.cpus_per_trial, max_retries=cfg.max_retries)
+    if echo:
+        echo(f"starting Ray ({'joining ' + cfg.ray_address if cfg.ray_address else 'local, on 127.0.0.1'})")
+    t_ray = time.perf_counter()
+    pool = RayPool(address=cfg.ray_address, cpus_per_trial=cfg.cpus_per_trial, max_retries=cfg.max_retries,
+                   gpus_per_trial=cfg.gpus_per_trial)
     in_flight: dict = {}
     durations: list[float] = []
     try:
         slots = cfg.workers or pool.slots
-        log_line(run.dir, f"searcher {cfg.searcher}, {cfg.trials} trials, {slots} at a time on Ray; "
-                          f"latency {cfg.eval.latency}; run directory {run.dir}", echo)
+        log_line(run.dir, f"searcher {cfg.searcher}, {cfg.trials} trials, {slots} at a time on Ray (ready in "
+                          f"{time.perf_counter() - t_ray:.1f} s); latency {cfg.eval.latency}; run directory {run.dir}",
+                 echo)
         done_count = finished_trials(study)
+        last_line = time.monotonic()  # a line at least every PROGRESS_EVERY_S while trials run
 
         def complete(trial, res: EvalResult, t0: float) -> None:
-            nonlocal done_count
+            nonlocal done_count, last_line
             _record(study, trial, res, run.reward, cfg)
             if res.weights is not None:
                 atomic_write_bytes(weights_dir / f"trial_{trial.number}.pt", res.weights)
@@ -482,7 +600,10 @@ def _loop(cfg: SearchConfig, run: SearchRun, study, echo, progress: dict) -> Non
             rows = trial_rows(study, run.space, run.remeasured)
             _prune_weights(weights_dir, rows, cfg.top_k)
             write_csv(run.dir / TRIALS_FILE, rows)
+            if run.clock is not None:
+                run.clock.record()
             log_line(run.dir, _progress_line(rows, done_count, cfg.trials, durations, slots, res, trial.number), echo)
+            last_line = time.monotonic()
 
         while done_count + len(in_flight) < cfg.trials or in_flight:
             while len(in_flight) < slots and done_count + len(in_flight) < cfg.trials:
@@ -504,6 +625,9 @@ def _loop(cfg: SearchConfig, run: SearchRun, study, echo, progress: dict) -> Non
                 except WorkerLostError as e:
                     res = EvalResult(arch_id=spec.arch_id, error=f"worker lost after retries: {e}", error_kind="lost")
                 complete(trial, res, t0)
+            if echo and in_flight and time.monotonic() - last_line >= PROGRESS_EVERY_S:
+                echo(_waiting_line(in_flight.values(), durations))
+                last_line = time.monotonic()
     except BaseException:
         pool.cancel(list(in_flight))
         raise
@@ -556,6 +680,17 @@ def _prune_weights(weights_dir: Path, rows: list[dict], keep: int) -> None:
             p.unlink(missing_ok=True)
 
 
+def _waiting_line(running, durations: list[float]) -> str:
+    """What the search waits for between results: the running trials and for how long (console only)."""
+    now = time.perf_counter()
+    trials = ", ".join(f"{trial.number} ({format_duration(now - t0)})" for trial, _, t0 in running)
+    if durations:
+        typical = f"a trial takes about {format_duration(sorted(durations)[len(durations) // 2])}"
+    else:
+        typical = "the first result sets the ETA"
+    return f"  training trial(s) {trials}; {typical}"
+
+
 def _progress_line(rows, done, total, durations, slots, res: EvalResult, number: int) -> str:
     best = max((r for r in rows if r["reward"] is not None), key=lambda r: r["reward"], default=None)
     remaining = max(0, total - done)
@@ -574,9 +709,14 @@ def _finish(cfg: SearchConfig, study, run: SearchRun, rows: list[dict], echo):
     """Re-measure the top-k whole on the device (nothing else running), pick and save the winner."""
     from latency.model import TableLatency
     from nas.rewards import mnas_reward
+    from nas.searchers import proposal_stats
 
     space, remeasured, remeasured_path, reward_cfg, run_dir = (run.space, run.remeasured, run.remeasured_path,
                                                                 run.reward, run.dir)
+    proposals = proposal_stats(study, space)
+    if proposals["proposals"]:
+        log_line(run_dir, f"searcher {cfg.searcher}: {proposals['distinct']} of {proposals['proposals']} proposals "
+                          f"were new architectures ({proposals['distinct_share']:.0%})", echo)
     ranked, seen = [], set()
     for r in sorted((r for r in rows if r["reward"] is not None), key=lambda r: -r["reward"]):
         if r["arch_id"] not in seen and r["duplicate_of"] is None:  # duplicates point at their original
@@ -617,7 +757,10 @@ def _finish(cfg: SearchConfig, study, run: SearchRun, rows: list[dict], echo):
                "latency_measured_ms": remeasured[row["number"]], "latency_predicted_ms": row["latency_predicted_ms"],
                "reward": best_reward, "target_ms": reward_cfg.target_ms, "madds": row["madds"],
                "params": row["params"], "deploy_resolution": cfg.eval.deploy_resolution,
-               "train_resolution": cfg.eval.train.get("resolution_px", 32), "dataset": cfg.eval.dataset}
+               "train_resolution": eval_resolution(cfg.eval), "evaluator": cfg.eval.evaluator,
+               "dataset": cfg.eval.dataset,
+               "searcher": cfg.searcher, "proposals": proposals["proposals"],
+               "distinct_proposals": proposals["distinct"], "distinct_share": proposals["distinct_share"]}
     atomic_write_text(run_dir / FOUND_METRICS_FILE, json.dumps(metrics, indent=2))
     weights = run_dir / WEIGHTS_DIR / f"trial_{row['number']}.pt"
     if weights.exists():

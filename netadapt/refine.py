@@ -28,9 +28,9 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 from evaluation import configs, rundir
 from evaluation.evaluate import (
@@ -73,7 +73,7 @@ class RefineError(ValueError):
 
 
 @dataclass(frozen=True)
-class RefineConfig:
+class RefineConfig(configs.RunConfig):
     """Everything a refinement needs; saved as ``config.json`` and reloaded by ``--resume``.
 
     Attributes:
@@ -123,21 +123,10 @@ class RefineConfig:
     max_retries: int = 2
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(holdout=5000, train=dict(PROXY_TRAIN)))
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["eval"] = self.eval.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict, where: str = "refine config") -> "RefineConfig":
-        """From :meth:`to_dict`'s form; an unknown key (here or in ``eval``) is a :class:`RefineError`."""
-        return configs.from_dict(cls, d, where=where, error=RefineError, nested={"eval": EvalConfig})
-
-    @classmethod
-    def load(cls, run_dir: str | Path) -> "RefineConfig":
-        """The configuration a NetAdapt run directory was started with (what ``--resume`` continues)."""
-        where = str(Path(run_dir) / CONFIG_FILE)
-        return cls.from_dict(rundir.load_config(run_dir, "refine", "refinement", RefineError), where)
+    SECTION: ClassVar[str] = "refine"  # to_dict / from_dict / load: see evaluation.configs.RunConfig
+    WHAT: ClassVar[str] = "refinement"
+    ERROR: ClassVar[type[Exception]] = RefineError
+    NESTED: ClassVar[dict] = {"eval": EvalConfig}
 
     def check(self) -> None:
         if (self.target_ms is None) == (self.reduction is None):
@@ -302,6 +291,8 @@ def run_refine(cfg: RefineConfig, *, resume: bool = False, force: bool = False,
                  "dataset": {"name": data.name, "source": data.source, "classes": data.num_classes},
                  "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2, default=str))
             state = save(state)
+        if echo:
+            echo(f"starting Ray ({'joining ' + cfg.ray_address if cfg.ray_address else 'local, on 127.0.0.1'})")
         ctx.pool = RayPool(address=cfg.ray_address, cpus_per_trial=cfg.cpus_per_trial, max_retries=cfg.max_retries)
         if state["stage"] == "pretrain":
             state = save(_pretrain(ctx, state))
@@ -314,7 +305,9 @@ def run_refine(cfg: RefineConfig, *, resume: bool = False, force: bool = False,
         if ctx.pool is not None:
             ctx.pool.shutdown()
     metrics = json.loads((run_dir / FINAL_METRICS_FILE).read_text())
-    return RefineOutcome(run_dir, metrics, time.perf_counter() - t_start)
+    wall_s = state["elapsed_s"]  # the run's one wall time (every session), as state.json records it
+    ctx.log(f"refinement finished in {wall_s / 60:.1f} min")
+    return RefineOutcome(run_dir, metrics, wall_s)
 
 
 def _begin(ctx: Refinement, start: ArchSpec) -> dict:

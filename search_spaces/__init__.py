@@ -25,6 +25,7 @@ from search_spaces.spec import (
     load,
     loads,
 )
+from search_spaces.suggest import did_you_mean
 from search_spaces.walk import LayerKey, LayerKind, LayerShape, Role, walk
 
 
@@ -37,7 +38,8 @@ def resolve_arch(name_or_path: str | Path) -> ArchSpec:
     if path.suffix == ".json" or path.exists() or "/" in text:
         return load(path)
     raise SpecError(
-        "", f"{text!r} is neither a registered architecture nor a spec file; known: {', '.join(references.names())}"
+        "", f"{text!r} is neither a registered architecture nor a spec file{did_you_mean(text, references.names())}; "
+            f"known: {', '.join(references.names())}"
     )
 
 

@@ -41,6 +41,7 @@ from search_spaces.spec import (
     SpecError,
     Stem,
 )
+from search_spaces.suggest import unknown_name
 from search_spaces.walk import LayerKey, block_key, head_layers, stem_key
 
 CONV_OPS = ("conv", "dsconv", "mbconv3", "mbconv6")
@@ -256,6 +257,14 @@ class FactorizedSpace:
         """Known architectures of this space, as decision vectors (enqueued first by a search)."""
         return dict(self._seeds)
 
+    def stage(self, index: int, in_channels: int, values: Mapping[str, Any]) -> list[Block]:
+        """The layers searched block ``index`` decodes to, given its input width and its decisions
+        (``values`` without the ``b{index}.`` prefix: ``{"op": "mbconv6", "kernel": 5, ...}``); what
+        :meth:`decode` does for one block (the supernet reads the space through this)."""
+        v = values
+        return self._stage_blocks(in_channels, self.baseline[index], v["op"], v["kernel"], v["se"], v["skip"],
+                                  v["filters"], v["layers"], v.get("act", "relu"))
+
     # -- internals --------------------------------------------------------------------------
     def _first_vector(self) -> dict[str, Any]:
         return {d.name: d.choices[0] for d in self._decisions}
@@ -328,6 +337,6 @@ SPACE_NAMES = tuple(_SPACES)
 def get_space(name: str, **io) -> FactorizedSpace:
     """A registered space by name; ``io`` may set resolution, in_channels, num_classes."""
     if name not in _SPACES:
-        raise SpecError("", f"unknown search space {name!r}; known: {', '.join(SPACE_NAMES)}")
+        raise SpecError("", unknown_name("search space", name, SPACE_NAMES))
     space = _SPACES[name]()
     return space.with_io(**io) if io else space

@@ -41,17 +41,20 @@ class RegularizedEvolutionSampler(SpaceSampler):
         space: the search space.
         seed: seed of all randomness; ``None`` draws one from the OS.
         population_size: P, how many of the most recently completed trials form the population
-            (the paper uses 100 for 20 000 models; 20 suits a few hundred trials).
-        sample_size: S, tournament size (1 ≤ S ≤ P; larger is greedier).
+            (the paper uses 100 for 20 000 models; 20 suits a few hundred trials; ``nas search`` sizes it
+            to the budget, see :data:`nas.searchers.BUDGET_RULE`).
+        sample_size: S, tournament size (1 ≤ S ≤ P; larger is greedier; the paper's P = 100, S = 25).
         skip_silent_mutations: redraw (at most :data:`SILENT_MUTATION_TRIES` times) a mutation that
             decodes to the same architecture as its parent, e.g. editing the kernel of a block that
             the layer decision removed, or the skip of a block where no residual fits. Such a child
             would only re-evaluate its parent; the paper's space has no such redundancy.
+        avoid_duplicates: draw again a child that an earlier trial already evaluated (tournament and
+            mutation again; see :class:`~nas.searchers.SpaceSampler`).
     """
 
     def __init__(self, space: FactorizedSpace, seed: int | None = None, *, population_size: int = 20,
-                 sample_size: int = 5, skip_silent_mutations: bool = True):
-        super().__init__(space, seed)
+                 sample_size: int = 5, skip_silent_mutations: bool = True, avoid_duplicates: bool = True):
+        super().__init__(space, seed, avoid_duplicates=avoid_duplicates)
         if int(population_size) != population_size or population_size < 2:
             raise ValueError(f"population_size must be an integer ≥ 2, got {population_size!r}")
         if int(sample_size) != sample_size or not 1 <= sample_size <= population_size:

@@ -6,6 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from search_spaces.spec import ArchSpec, SpecError, load
+from search_spaces.suggest import unknown_name
 
 _FOLDER = Path(__file__).parent
 
@@ -20,5 +21,5 @@ def names() -> tuple[str, ...]:
 def get(name: str) -> ArchSpec:
     """The reference architecture ``name`` (224², 1000 classes)."""
     if name not in names():
-        raise SpecError("", f"unknown architecture {name!r}; known: {', '.join(names())}")
+        raise SpecError("", unknown_name("architecture", name, names()))
     return load(_FOLDER / f"{name}.json")

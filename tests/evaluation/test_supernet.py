@@ -141,7 +141,7 @@ def test_a_spec_outside_the_space_or_of_other_classes_is_refused():
     net = SuperNet(get_space("mobilenetv3_small", in_channels=1, num_classes=10))
     with pytest.raises(SpecError, match="not in search space mobilenetv3_small"):
         net.subnet_of(references.get("mobilenetv3_small").replace(in_channels=1, num_classes=10))
-    with pytest.raises(SupernetError, match="10 classes"):
+    with pytest.raises(SupernetError, match="7 classes; the supernet has 1 and 10"):
         net.subnet_of(net.space.decode(net.largest()).replace(num_classes=7))
 
 
@@ -281,31 +281,53 @@ def test_old_configs_without_the_evaluator_keys_load_as_the_proxy():
 
 
 @needs_fmnist
-def test_a_search_with_the_supernet_evaluator_end_to_end(module_cache):
+@pytest.mark.parametrize("evaluator", [pytest.param("proxy", marks=pytest.mark.slow), "supernet"])
+def test_a_search_end_to_end_with_each_evaluator(module_cache, evaluator):
+    """(The proxy's default-run end-to-end tests are in tests/nas/test_search.py; they go through the
+    same seam, evaluation.evaluators.score.)"""
     from evaluation.evaluate import score_task
     from nas.search import SearchConfig, run_search
     from search_spaces import load
     from search_spaces.builder import build_model
 
     trained = module_cache / "a.pt"
-    if not trained.exists():
+    if evaluator == "supernet" and not trained.exists():
         train_supernet("mobilenetv3_small", TINY, path=trained, echo=None)
     eval_cfg = EvalConfig(holdout=500, train_subset=1000, train={"steps": 4, "batch_size": 32, "threads": 1},
-                          deploy_resolution=64, lut_path=str(module_cache / "t.sqlite"), evaluator="supernet",
-                          supernet=str(trained), measure={"warmup_min_s": 0.0, "min_runs": 10, "max_runs": 200,
-                                                          "time_cap_s": 0.2})
-    run = module_cache / "search"
+                          deploy_resolution=64, latency="analytic", evaluator=evaluator,
+                          supernet=str(trained) if evaluator == "supernet" else None,
+                          measure={"warmup_min_s": 0.0, "min_runs": 10, "max_runs": 200, "time_cap_s": 0.2})
+    run = module_cache / f"search-{evaluator}"
     lines: list[str] = []
     out = run_search(SearchConfig(run_dir=str(run), space="mobilenetv3_small", searcher="random", trials=3,
-                                  target_ms=0.5, top_k=1, eval=eval_cfg), echo=lines.append)
+                                  target_ms=5.0, top_k=1, eval=eval_cfg), echo=lines.append)
     assert out.completed == 3 and out.failed == 0
-    assert any(line.startswith("evaluator: supernet") for line in lines)
+    assert any(line.startswith("evaluator: supernet") for line in lines) == (evaluator == "supernet")
     config = json.loads((run / "config.json").read_text())
-    assert config["search"]["eval"]["evaluator"] == "supernet" and config["search"]["eval"]["supernet"] == str(trained)
-    # found.pt is an ordinary checkpoint: the stand-alone model with the subnet's recalibrated weights
+    assert config["search"]["eval"]["evaluator"] == evaluator
+    assert config["search"]["eval"]["supernet"] == (str(trained) if evaluator == "supernet" else None)
+    assert out.found_metrics["evaluator"] == evaluator and out.found_metrics["train_resolution"] == 32
+    # found.pt is an ordinary checkpoint of found.json (for the supernet: the subnet with its recalibrated
+    # BatchNorm statistics), scored again by the ordinary scoring path to the same accuracy
     found = load(run / "found.json")
-    model = build_model(found)
-    state = torch.load(run / "found.pt", weights_only=True)
-    model.load_state_dict(state)
+    build_model(found).load_state_dict(torch.load(run / "found.pt", weights_only=True))
     again = score_task(found.to_json(), (run / "found.pt").read_bytes(), eval_cfg, {"resolution_px": 32})
     assert again["accuracy"] == pytest.approx(out.found_metrics["accuracy"], abs=1e-9)
+
+
+def test_experiment_files_take_the_evaluator_in_their_search_section():
+    from hwnas.experiment import ExperimentConfig, ExperimentError
+
+    base = {"name": "x", "search": {"target_ms": 5.0}, "netadapt": {"reduction": 0.1}}
+    old = ExperimentConfig.from_dict(base)
+    assert (old.search["evaluator"], old.search["supernet"]) == ("proxy", None)
+    search = {"target_ms": 5.0, "evaluator": "supernet", "supernet": "s.pt"}
+    new = ExperimentConfig.from_dict({**base, "search": search})
+    assert (new.search["evaluator"], new.search["supernet"]) == ("supernet", "s.pt")
+    with pytest.raises(ExperimentError, match="evaluator must be one of proxy, supernet, got 'oracle'"):
+        ExperimentConfig.from_dict({**base, "search": {"target_ms": 5.0, "evaluator": "oracle"}})
+    # an experiment.json written before the keys existed still names the same configuration
+    stored = old.to_dict()
+    for key in ("evaluator", "supernet"):
+        stored["search"].pop(key)
+    assert ExperimentConfig.from_dict(stored).to_dict() == old.to_dict()

@@ -26,6 +26,15 @@ def test_measure_json_reports_statistics_and_device(tmp_path):
     assert out["fingerprint"]["intra_op_threads"] == 1 and out["precision"] == "fp32"
 
 
+def test_measure_times_what_a_search_timed_and_says_when_it_does_not(tmp_path):
+    as_registered = run(tmp_path, "measure", "mobilenetv3_small", "--resolution", "32").stdout
+    assert "mobilenetv3_small at 32²×3, 1000 classes" in as_registered
+    assert "not comparable; add --in-channels 1 --num-classes 10 to time what a search timed" in as_registered
+    as_searched = run(tmp_path, "measure", "mobilenetv3_small", "--resolution", "32", "--in-channels", "1",
+                      "--num-classes", "10").stdout
+    assert "mobilenetv3_small at 32²×1, 10 classes" in as_searched and "note:" not in as_searched
+
+
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").exists(), reason="needs Fashion-MNIST")
 def test_measure_int8_is_calibrated_on_real_images(tmp_path):
     out = json.loads(run(tmp_path, "measure", "mobilenetv3_small", "--resolution", "64", "--precision", "int8",

@@ -31,7 +31,7 @@ from tests.reliability.conftest import NAS, check_run_dir_intact, needs_fmnist, 
 pytestmark = [needs_fmnist, pytest.mark.slow]
 
 TRIALS = 22
-KILL_AFTER = 17  # finished trials: two PPO updates (batch 8) before the kill, so the policy has moved
+KILL_AFTER = 17  # finished trials: several PPO updates (batch 2 by the budget rule) before the kill
 
 
 def _study(run: Path):
@@ -56,13 +56,22 @@ def _intended_params(trial, space) -> dict | None:
 
 
 def _rl_proposal(space, seed: int, trials: list, trial) -> tuple[dict, int]:
-    """What a fresh controller trained on the trials completed before ``trial`` was asked proposes for it."""
-    from nas.searchers.rl import RLSampler
+    """What a fresh controller, made as the search makes it (the budget rule for TRIALS trials and 2 workers),
+    trained on the trials completed before ``trial`` was asked and seeing those then in flight or failed (it
+    proposes no architecture the study has), proposes for it."""
+    from nas.searchers import make_sampler
 
-    sampler = RLSampler(space, seed=seed)
+    sampler = make_sampler("rl", space, seed=seed, trials=TRIALS, workers=2)
     study = optuna.create_study(sampler=sampler, directions=["maximize"])
-    study.add_trials([t for t in trials
-                      if t.state == TrialState.COMPLETE and t.datetime_complete < trial.datetime_start])
+    whole = set(distributions(space))
+    for t in trials:
+        if t.number == trial.number or t.datetime_start is None or t.datetime_start >= trial.datetime_start:
+            continue
+        if t.datetime_complete is not None and t.datetime_complete < trial.datetime_start:
+            study.add_trial(t)  # finished (completed or failed) when ``trial`` was asked
+        elif set(t.params) == whole:  # in flight then
+            study.add_trial(optuna.trial.create_trial(state=TrialState.RUNNING, params=t.params,
+                                                      distributions=t.distributions))
     return sampler.sample_relative(study, trial, distributions(space)), sampler.n_updates
 
 

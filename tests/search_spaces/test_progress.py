@@ -1,0 +1,38 @@
+"""Progress lines: at most one per interval, done/total with elapsed time and ETA, a closing line only
+after work that printed something."""
+
+from __future__ import annotations
+
+from search_spaces.progress import Progress, format_duration
+
+
+class Clock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_format_duration():
+    assert [format_duration(s) for s in (0, 7.4, 222, 3900)] == ["0m00s", "0m07s", "3m42s", "1h05m"]
+
+
+def test_lines_every_interval_with_eta_then_a_closing_line():
+    lines, clock = [], Clock()
+    progress = Progress(lines.append, "layer entries measured", "entries", every_s=10, clock=clock)
+    for done in range(1, 41):  # 40 entries, 0.5 s each
+        clock.t += 0.5
+        progress(done, 40)
+    assert lines == ["  layer entries measured: 20/40 entries, 0m10s, ETA 0m10s",
+                     "  layer entries measured: 40/40 entries in 0m20s"]
+
+
+def test_quick_work_prints_nothing_and_no_echo_is_fine():
+    lines, clock = [], Clock()
+    progress = Progress(lines.append, "x", every_s=10, clock=clock)
+    for done in range(1, 6):
+        clock.t += 1
+        progress(done, 5)
+    assert lines == []
+    Progress(None, "x")(1, 2)  # no echo: nothing to do
