@@ -11,7 +11,7 @@ defaults). Anything not listed here (and every ``_name``) is internal.
 from __future__ import annotations
 
 from evaluation.evaluate import EvalConfig, load_weights
-from evaluation.supernet import SupernetRecipe, score_subnet, train_supernet
+from evaluation.supernet import SupernetOutcome, SupernetRecipe, score_subnet, train_supernet
 from hwnas.experiment import ExperimentConfig, run_experiment
 from hwnas.report import write_report
 from hwnas.table3 import table_rows
@@ -26,5 +26,5 @@ __all__ = [
     "ArchSpec", "EvalConfig", "ExperimentConfig", "RefineConfig", "RefineOutcome", "SearchConfig", "SearchOutcome",
     "build_model", "count", "export_onnx", "get_space", "load", "load_weights", "references", "resolve_arch",
     "run_experiment", "run_refine", "run_search", "table_rows", "write_report",
-    "SupernetRecipe", "score_subnet", "train_supernet",
+    "SupernetOutcome", "SupernetRecipe", "score_subnet", "train_supernet",
 ]
