@@ -65,6 +65,7 @@ PRESETS = {
 SEARCH_TRAIN = {**PROXY_TRAIN, "steps": 150}  # each candidate's proxy training (see the README's figures)
 LATENCY_MODES = ("predicted", "measured", "analytic")  # EvalConfig.latency: which latency model scores candidates
 CALIBRATION_NETWORKS = 12  # whole networks the table's calibration is fitted on before a first search
+LATER_HEARTBEAT_S = 60.0  # "training trial(s) ..." after this long without a line, once a result gave an ETA
 STUDY_NAME = "search"
 START_FILES = (CONFIG_FILE, LOG_FILE, STUDY_FILE, WEIGHTS_DIR)  # what a new search writes before its first trial
 
@@ -588,7 +589,7 @@ def _loop(cfg: SearchConfig, run: SearchRun, study, echo, progress: dict) -> Non
                           f"{time.perf_counter() - t_ray:.1f} s); latency {cfg.eval.latency}; run directory {run.dir}",
                  echo)
         done_count = finished_trials(study)
-        last_line = time.monotonic()  # a line at least every PROGRESS_EVERY_S while trials run
+        last_line = time.monotonic()  # a line every PROGRESS_EVERY_S until the first result, then every minute
 
         def complete(trial, res: EvalResult, t0: float) -> None:
             nonlocal done_count, last_line
@@ -625,7 +626,8 @@ def _loop(cfg: SearchConfig, run: SearchRun, study, echo, progress: dict) -> Non
                 except WorkerLostError as e:
                     res = EvalResult(arch_id=spec.arch_id, error=f"worker lost after retries: {e}", error_kind="lost")
                 complete(trial, res, t0)
-            if echo and in_flight and time.monotonic() - last_line >= PROGRESS_EVERY_S:
+            quiet_s = PROGRESS_EVERY_S if not durations else LATER_HEARTBEAT_S  # results carry an ETA from then on
+            if echo and in_flight and time.monotonic() - last_line >= quiet_s:
                 echo(_waiting_line(in_flight.values(), durations))
                 last_line = time.monotonic()
     except BaseException:

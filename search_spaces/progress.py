@@ -26,10 +26,11 @@ def format_duration(seconds: float) -> str:
 class Progress:
     """A ``progress(done, total)`` callback that prints ``  WHAT: done/total UNIT, 0m12s, ETA 0m30s``.
 
-    A line is printed when :data:`PROGRESS_EVERY_S` seconds have passed since the last one (or since
-    the start), and a closing ``WHAT: total/total UNIT in 0m42s`` when the work that printed a line
-    finishes; work done within the interval prints nothing. The ETA is the mean time per item so far
-    times the items left.
+    A line is printed when the next item, at the mean time per item so far, would end more than
+    :data:`PROGRESS_EVERY_S` seconds after the last line (or the start) — so lines come at most that
+    far apart while items are shorter than that — and a closing ``WHAT: total/total UNIT in 0m42s``
+    when the work that printed a line finishes; work done within the interval prints nothing. The ETA
+    is the mean time per item so far times the items left.
 
     Args:
         echo: where lines go (None: nowhere).
@@ -61,7 +62,8 @@ class Progress:
             if self.printed:
                 self.echo(self.line(done, total))
             return
-        if now - self.last >= self.every_s:
+        per_item = (now - self.t0) / done if done else 0.0
+        if now - self.last + per_item >= self.every_s:
             self.echo(self.line(done, total))
             self.last = now
             self.printed += 1

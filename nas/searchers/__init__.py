@@ -43,9 +43,9 @@ whatever learns from completed trials needs some first, and those first trials a
 With ``N`` trials and ``k`` evaluations in flight, each searcher's start-up is
 ``clamp(⌈N / 5⌉, max(2, k), cap)`` trials — at most a fifth of the budget, at least one round of the
 workers — with the cap its full-scale setting: evolution's population P (cap 20; tournament
-S = ⌈P / 4⌉, Real et al.'s ratio), NSGA-II's generation (cap 20), TPE's random start-up (cap 10), the
+S = max(2, ⌈P / 4⌉), Real et al.'s ratio), NSGA-II's generation (cap 20), TPE's random start-up (cap 10), the
 predictor's random start (cap 20); the RL controller's update interval (batch) is
-``clamp(⌈N / 20⌉, max(2, k), 8)``, so that it updates at least every twentieth of the budget. Options
+``clamp(⌈N / 20⌉, max(2, k), 8)``: about every twentieth of the budget, every 2 to 8 completions. Options
 given explicitly win; a start-up that takes more than half the budget is warned about
 (:class:`BudgetWarning`), and an option a searcher does not take is a one-line :class:`ValueError`.
 """
@@ -151,8 +151,8 @@ class BudgetWarning(UserWarning):
 
 
 BUDGET_RULE = ("start-up = clamp(ceil(trials/5), max(2, workers), cap): evolution population (cap 20; "
-               "tournament ceil(P/4)), nsga2 generation (cap 20), tpe random start-up (cap 10), predictor random "
-               "start (cap 20); rl updates every clamp(ceil(trials/20), max(2, workers), 8) trials")
+               "tournament max(2, ceil(P/4))), nsga2 generation (cap 20), tpe random start-up (cap 10), "
+               "predictor random start (cap 20); rl updates every clamp(ceil(trials/20), max(2, workers), 8) trials")
 """The budget rule of :func:`budget_defaults` in one line (``nas search --help`` shows it)."""
 
 STARTUP_OPTION = {"rl": "batch_size", "evolution": "population_size", "predictor": "n_initial",

@@ -41,8 +41,8 @@ on (Zoph et al., CVPR 2018, https://arxiv.org/abs/1707.07012, appendix A) report
 3.5e-4, an entropy weight of 1e-5 and an exponential-moving-average baseline (decay 0.95), over
 about 20,000 models. Settings for tens of thousands of episodes learn next to nothing in the 10–1,000
 episodes this project affords, so only the baseline is theirs; the rest is sized to the budget:
-the update interval (``batch_size``) by :data:`nas.searchers.BUDGET_RULE` (every 2–8 completions, at
-least every twentieth of the budget), a learning rate of 2e-3 and an entropy weight of 0.03 (per
+the update interval (``batch_size``) by :data:`nas.searchers.BUDGET_RULE` (every 2–8 completions,
+about every twentieth of the budget), a learning rate of 2e-3 and an entropy weight of 0.03 (per
 decision, in units of normalized advantage) chosen on the analytic stand-in objective (see the
 arguments), advantages normalized by their running RMS so that these mean the same at any reward
 scale. ``experiments/bench_searchers.py`` measures the result against random search.

@@ -18,14 +18,17 @@ def test_format_duration():
     assert [format_duration(s) for s in (0, 7.4, 222, 3900)] == ["0m00s", "0m07s", "3m42s", "1h05m"]
 
 
-def test_lines_every_interval_with_eta_then_a_closing_line():
+def test_a_line_before_the_interval_would_pass_with_eta_then_a_closing_line():
     lines, clock = [], Clock()
     progress = Progress(lines.append, "layer entries measured", "entries", every_s=10, clock=clock)
-    for done in range(1, 41):  # 40 entries, 0.5 s each
-        clock.t += 0.5
+    for done in range(1, 41):  # 40 entries, 1 s each: the 10th would end 10 s after the start
+        clock.t += 1
         progress(done, 40)
-    assert lines == ["  layer entries measured: 20/40 entries, 0m10s, ETA 0m10s",
-                     "  layer entries measured: 40/40 entries in 0m20s"]
+    assert lines == ["  layer entries measured: 9/40 entries, 0m09s, ETA 0m31s",
+                     "  layer entries measured: 18/40 entries, 0m18s, ETA 0m22s",
+                     "  layer entries measured: 27/40 entries, 0m27s, ETA 0m13s",
+                     "  layer entries measured: 36/40 entries, 0m36s, ETA 0m04s",
+                     "  layer entries measured: 40/40 entries in 0m40s"]
 
 
 def test_quick_work_prints_nothing_and_no_echo_is_fine():
