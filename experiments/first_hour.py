@@ -1,6 +1,7 @@
 """A new user's first `nas search`, timed from the outside: how long until the first line of output, the
-longest silence between lines, and whether the run's wall time is one figure (console, log.txt,
-elapsed.json, the report).
+longest silence between lines (overall, and until the first trial's result: after it, a line comes
+with each result and "training trial(s) ..." after a minute without one), and whether the run's wall
+time is one figure (console, log.txt, elapsed.json, the report).
 
     python experiments/first_hour.py                       # the README's main job: nas search --target-ms 60
     python experiments/first_hour.py -- --trials 2 --steps 20   # anything after -- goes to nas search
@@ -51,6 +52,8 @@ def main() -> int:
     total = time.monotonic() - t0
     times = [t for t, _ in stamps]
     gaps = [b - a for a, b in zip([0.0, *times], times)]
+    first_result = next((i for i, (_, line) in enumerate(stamps) if line.startswith("[1/")), len(stamps))
+    gaps_before = gaps[:first_result + 1]
     console = [m.group(3) for _, line in stamps if (m := WALL.search(line))]
     log = WALL.findall((run / "log.txt").read_text()) if (run / "log.txt").exists() else []
     elapsed = json.loads((run / "elapsed.json").read_text())["wall_s"] if (run / "elapsed.json").exists() else None
@@ -65,7 +68,8 @@ def main() -> int:
         "first_line": stamps[0][1] if stamps else None,
         "longest_silence_s": round(max(gaps), 1) if gaps else None,
         "longest_silence_before": stamps[gaps.index(max(gaps))][1] if gaps else None,
-        "first_trial_result_s": next((round(t, 1) for t, line in stamps if line.startswith("[1/")), None),
+        "longest_silence_until_first_result_s": round(max(gaps_before), 1) if gaps_before else None,
+        "first_trial_result_s": round(times[first_result], 1) if first_result < len(stamps) else None,
         "process_wall_min": round(total / 60, 2),
         "wall_time_console_min": console,
         "wall_time_log_min": [m[2] for m in log],

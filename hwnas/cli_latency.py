@@ -19,24 +19,11 @@ def _print_json(obj) -> None:
     sys.stdout.write("\n")
 
 
-def _progress(desc: str, enabled: bool = True):
-    """A tqdm bar on a terminal (stderr); nothing otherwise."""
-    if not enabled or not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
+def _progress(what: str, unit: str):
+    """Progress lines (done/total, ETA; at most one every 10 s) on stderr, so that --json stays clean."""
+    from search_spaces.progress import Progress
 
-    bar = None
-
-    def update(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, desc=desc, unit="entry", leave=False)
-        bar.n = done
-        bar.refresh()
-        if done >= total:
-            bar.close()
-
-    return update
+    return Progress(lambda line: print(line, file=sys.stderr, flush=True), what, unit)
 
 
 def _measure_cfg(args):
@@ -168,10 +155,11 @@ def cmd_build_lut(args) -> int:
         keys = {layer.key for s in specs for layer in walk(s)}
         calib = specs
     before = len(table.missing(keys))
-    measured = table.ensure(keys, progress=_progress("entries"))
+    measured = table.ensure(keys, progress=_progress("layer entries measured", "entries"))
     t_entries = time.perf_counter() - t0
-    cal = (table.calibrate(calib, progress=_progress("calibration"), anchor=anchor) if calib and args.calibrate
-           else table.calibration)
+    cal = table.calibration
+    if calib and args.calibrate:
+        cal = table.calibrate(calib, progress=_progress("whole networks measured", "networks"), anchor=anchor)
     result = {"table": str(table.path), "keys": len(keys), "already_present": len(keys) - before,
               "measured": measured, "entries_s": t_entries, "total_s": time.perf_counter() - t0,
               "calibration": cal.to_dict(), "anchor": table.store.meta("anchor")}
@@ -194,7 +182,8 @@ def cmd_validate(args) -> int:
     space = get_space(args.space, resolution=args.resolution or 224)
     rng = np.random.default_rng(args.seed + 10_000)  # never the calibration architectures' seed
     specs = [space.decode(space.sample(rng)).replace(name=f"val{i}") for i in range(args.n)]
-    rows = validate(table, specs, progress=_progress("validate"), anchor=anchor)
+    rows = validate(table, specs, progress=_progress("architectures measured", "architectures"),
+                    anchor=anchor)
     summary = validation_summary(rows)
     if args.json:
         _print_json({"summary": summary, "rows": [dict(r.__dict__, error=r.error) for r in rows],
@@ -217,7 +206,7 @@ def cmd_export_bundle(args) -> int:
 
     space = get_space(args.space, resolution=args.resolution or 224)
     out = export_bundle(space.layer_keys(), _calibration_specs(space, args.calibrate, args.seed), args.out,
-                        progress=_progress("export"))
+                        progress=_progress("files exported", "files"))
     print(f"wrote {out}; on the device run: python3 {out}/device_lut.py {out} --out table.sqlite")
     return 0
 

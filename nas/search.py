@@ -53,7 +53,7 @@ from evaluation.rundir import (
     write_csv,
 )
 from search_spaces import ArchSpec, references
-from search_spaces.progress import PROGRESS_EVERY_S, Progress, format_duration
+from search_spaces.progress import PROGRESS_EVERY_S, Progress, format_duration, heartbeat
 from search_spaces.suggest import unknown_name
 
 PRESETS = {
@@ -579,8 +579,9 @@ def _loop(cfg: SearchConfig, run: SearchRun, study, echo, progress: dict) -> Non
     if echo:
         echo(f"starting Ray ({'joining ' + cfg.ray_address if cfg.ray_address else 'local, on 127.0.0.1'})")
     t_ray = time.perf_counter()
-    pool = RayPool(address=cfg.ray_address, cpus_per_trial=cfg.cpus_per_trial, max_retries=cfg.max_retries,
-                   gpus_per_trial=cfg.gpus_per_trial)
+    with heartbeat(echo, "starting Ray"):
+        pool = RayPool(address=cfg.ray_address, cpus_per_trial=cfg.cpus_per_trial, max_retries=cfg.max_retries,
+                       gpus_per_trial=cfg.gpus_per_trial)
     in_flight: dict = {}
     durations: list[float] = []
     try:

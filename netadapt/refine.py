@@ -61,6 +61,7 @@ from evaluation.rundir import (
 )
 from latency.model import TableLatency
 from search_spaces import ArchSpec, count, resolve_arch
+from search_spaces.progress import heartbeat
 
 TRAJECTORY_FIELDS = ("iteration", "proposal", "kind", "group", "blocks", "old_width", "new_width", "accuracy",
                      "delta_acc", "latency_pred_ms", "delta_latency_pred_ms", "latency_measured_ms",
@@ -293,7 +294,9 @@ def run_refine(cfg: RefineConfig, *, resume: bool = False, force: bool = False,
             state = save(state)
         if echo:
             echo(f"starting Ray ({'joining ' + cfg.ray_address if cfg.ray_address else 'local, on 127.0.0.1'})")
-        ctx.pool = RayPool(address=cfg.ray_address, cpus_per_trial=cfg.cpus_per_trial, max_retries=cfg.max_retries)
+        with heartbeat(echo, "starting Ray"):
+            ctx.pool = RayPool(address=cfg.ray_address, cpus_per_trial=cfg.cpus_per_trial,
+                               max_retries=cfg.max_retries)
         if state["stage"] == "pretrain":
             state = save(_pretrain(ctx, state))
         while state["stage"] == "iterate":

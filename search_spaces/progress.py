@@ -8,8 +8,10 @@ log read them alike), at most one every :data:`PROGRESS_EVERY_S` seconds.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 PROGRESS_EVERY_S = 10.0
 """Longest silence while something runs: a progress line at least this often."""
@@ -67,3 +69,25 @@ class Progress:
             self.echo(self.line(done, total))
             self.last = now
             self.printed += 1
+
+
+@contextlib.contextmanager
+def heartbeat(echo: Callable[[str], None] | None, what: str, every_s: float = PROGRESS_EVERY_S) -> Iterator[None]:
+    """``  WHAT (0m10s so far)`` every ``every_s`` seconds while the block runs, from a thread: for a wait
+    that reports nothing of its own (Ray's start, a blocking call). Nothing if the block ends sooner."""
+    if echo is None:
+        yield
+        return
+    stop, t0 = threading.Event(), time.monotonic()
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            echo(f"  {what} ({format_duration(time.monotonic() - t0)} so far)")
+
+    thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

@@ -3,7 +3,9 @@ after work that printed something."""
 
 from __future__ import annotations
 
-from search_spaces.progress import Progress, format_duration
+import time
+
+from search_spaces.progress import Progress, format_duration, heartbeat
 
 
 class Clock:
@@ -39,3 +41,14 @@ def test_quick_work_prints_nothing_and_no_echo_is_fine():
         progress(done, 5)
     assert lines == []
     Progress(None, "x")(1, 2)  # no echo: nothing to do
+
+
+def test_heartbeat_speaks_while_a_silent_call_blocks_and_stops_with_it():
+    lines: list[str] = []
+    with heartbeat(lines.append, "starting Ray", every_s=0.05):
+        time.sleep(0.23)
+    n = len(lines)
+    time.sleep(0.12)
+    assert n >= 3 and len(lines) == n and lines[0] == "  starting Ray (0m00s so far)"
+    with heartbeat(None, "nothing"):
+        pass
