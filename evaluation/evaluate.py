@@ -172,26 +172,49 @@ MAX_CHECKPOINT_BYTES = 2_000_000_000
 
 
 class WeightsError(ValueError):
-    """A checkpoint that cannot be used (unreadable, too large, not a weights-only state dict)."""
+    """A checkpoint that cannot be used (unreadable, too large, not a weights-only state dict).
+
+    ``unpickling`` is the loader's own first line when the file could not be unpickled at all (corrupt,
+    truncated or carrying code), else empty."""
+
+    def __init__(self, message: str, unpickling: str = ""):
+        super().__init__(message)
+        self.unpickling = unpickling
 
 
-def load_weights(data: bytes | str | Path) -> dict:
-    """A state dict from checkpoint bytes or a file, loaded with ``weights_only=True`` (no pickled code runs)."""
+def read_weights_only(source: bytes | str | Path, *, limit: int = MAX_CHECKPOINT_BYTES, what: str = "weights") -> Any:
+    """The object in a PyTorch file (or its bytes), loaded with ``weights_only=True`` (no pickled code runs).
+
+    The one reader of checkpoints: a file over ``limit`` bytes is refused before it is read, and any
+    unpickling failure (a truncated, corrupt or code-carrying file) becomes a one-line :class:`WeightsError`
+    whose text starts with ``what`` (and the path) and says "not a weights-only PyTorch checkpoint".
+    """
     import torch
 
-    if not isinstance(data, bytes):
-        path = Path(data)
+    label = what
+    if not isinstance(source, bytes):
+        path = Path(source)
+        label = f"{what} {path}"
         try:
             size = path.stat().st_size
         except OSError as e:
-            raise WeightsError(f"cannot read weights {path}: {e.strerror}") from None
-        if size > MAX_CHECKPOINT_BYTES:
-            raise WeightsError(f"weights {path} are {size} bytes; at most {MAX_CHECKPOINT_BYTES} allowed")
-        data = path.read_bytes()
+            raise WeightsError(f"cannot read {label}: {e.strerror}") from None
+        if size > limit:
+            raise WeightsError(f"{label} is {size} bytes; at most {limit} allowed")
+        source = path.read_bytes()
     try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(source), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise WeightsError(f"not a weights-only PyTorch checkpoint ({str(e).splitlines()[0][:200]})") from None
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+        first = next((line for line in lines if "Unpickler error" in line), lines[0])[:200]
+        raise WeightsError(f"{label}: not a weights-only PyTorch checkpoint ({first})", unpickling=first) from None
+
+
+def load_weights(data: bytes | str | Path) -> dict:
+    """A state dict from checkpoint bytes or a file, read by :func:`read_weights_only`."""
+    import torch
+
+    state = read_weights_only(data)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -265,6 +288,7 @@ def evaluate_candidate(spec_json: str, cfg: EvalConfig, seed: int = 0) -> EvalRe
     from evaluation.data import DatasetError
     from evaluation.evaluators import EvaluatorError, score
     from evaluation.supernet import SupernetError
+    from latency.backends import BackendFault
     from latency.measure import LatencyError
 
     t_start = time.perf_counter()
@@ -289,6 +313,8 @@ def evaluate_candidate(spec_json: str, cfg: EvalConfig, seed: int = 0) -> EvalRe
         result.images_per_s, result.steps = tr.images_per_s, tr.steps
         if cfg.keep_weights:
             result.weights = weights_bytes(model.state_dict())
+    except BackendFault as e:  # this model's measurement failed on its backend (e.g. a latency command)
+        result.error, result.error_kind = failure(e)
     except (DatasetError, LatencyError, DeviceError, EvaluatorError, SupernetError):
         raise  # the search's set-up is wrong, not this candidate: stop the search with the message
     except (ValueError, RuntimeError) as e:  # a candidate that cannot be built, exported or run, or diverged

@@ -586,19 +586,16 @@ def sandwich_step(net: SuperNet, opt: torch.optim.Optimizer, scaler: torch.amp.G
 
 def read_checkpoint(path: Path) -> dict:
     """A supernet file's content (``weights_only``: no pickled code runs); SupernetError if it is not one."""
+    from evaluation.evaluate import WeightsError, read_weights_only
+
     try:
-        size = path.stat().st_size
-    except OSError as e:
-        raise SupernetError(f"cannot read supernet {path}: {e.strerror}") from None
-    if size > MAX_CHECKPOINT_BYTES:
-        raise SupernetError(f"supernet {path} is {size} bytes; at most {MAX_CHECKPOINT_BYTES} allowed")
-    try:
-        data = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a truncated or foreign file: say so, never retrain over it
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
-        first = next((line for line in lines if "Unpickler error" in line), lines[0])[:160]
-        raise SupernetError(f"supernet checkpoint {path} is corrupt or truncated ({first}); delete it to start over, "
-                            "it is never overwritten silently") from None
+        data = read_weights_only(path, limit=MAX_CHECKPOINT_BYTES, what="supernet")
+    except WeightsError as e:
+        if not e.unpickling:
+            raise SupernetError(str(e)) from None
+        # a truncated or foreign file: say so, never retrain over it
+        raise SupernetError(f"supernet checkpoint {path} is corrupt or truncated ({e.unpickling}); delete it to start "
+                            "over, it is never overwritten silently") from None
     if not isinstance(data, dict) or not isinstance(data.get("meta"), dict) or data["meta"].get("format") != FORMAT:
         raise SupernetError(f"{path} is not a supernet checkpoint of this framework")
     if not isinstance(data.get("model"), dict):
