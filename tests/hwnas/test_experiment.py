@@ -18,6 +18,7 @@ import pytest
 from hwnas.experiment import STAGES, ExperimentConfig, ExperimentError, Recipe, run_experiment
 from hwnas.table3 import table_rows
 from search_spaces import load
+from tests.reliability.procs import kill_after_line
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = pytest.mark.skipif(not FMNIST.exists(), reason="needs the dataset-fashion-mnist Debian package")
@@ -269,24 +270,13 @@ def to_toml(d: dict) -> str:
 @pytest.mark.slow
 def test_killed_during_netadapt_then_resumed_from_the_cli(tmp_path):
     """SIGKILL `nas experiment run` while NetAdapt iterates; `--resume` finishes without redoing the search."""
-    import signal
-    import time
-
     env = {**os.environ, "HWNAS_CACHE_DIR": str(tmp_path / "cache")}
     config = tmp_path / "tiny.toml"
     config.write_text(to_toml(tiny(tmp_path / "t.sqlite", netadapt={"reduction": 0.1, "steps": 30, "max_iters": 3})))
     assert ExperimentConfig.load(config).netadapt["steps"] == 30
     run = tmp_path / "run"
     args = [sys.executable, "-m", "hwnas.cli", "experiment", "run", str(config), "--run-dir", str(run)]
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    deadline = time.time() + 900
-    for line in proc.stdout:
-        if line.startswith("iteration 1:") or time.time() > deadline:
-            break
-    time.sleep(2.0)  # iteration 2 is training now
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_line(args, env, "iteration 1:")  # iteration 2 is training now
     state = json.loads((run / "experiment.json").read_text())
     assert [s for s in STAGES if state["stages"].get(s, {}).get("done")] == ["search", "train"]
     trials = (run / "search" / "trials.csv").read_text()

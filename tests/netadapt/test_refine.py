@@ -11,10 +11,8 @@ import json
 import os
 import pickle
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +23,7 @@ from nas.search import SearchConfig, run_search
 from netadapt.refine import RefineConfig, RefineError, run_refine
 from search_spaces import load
 from search_spaces.builder import build_model
+from tests.reliability.procs import kill_after_line
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = pytest.mark.skipif(not FMNIST.exists(), reason="needs the dataset-fashion-mnist Debian package")
@@ -208,15 +207,7 @@ def test_killed_mid_iteration_then_resumed_loses_nothing(tmp_path):
             "--steps", "30", "--pretrain-epochs", "0.02", "--final-epochs", "0.02", "--holdout", "300",
             "--train-subset", "1000", "--batch-size", "32", "--deploy-resolution", "64", "--lut",
             str(tmp_path / "t.sqlite"), "--run-dir", str(run), "--no-report", "--no-baseline"]
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    deadline = time.time() + 600
-    for line in proc.stdout:
-        if line.startswith("iteration 1:") or time.time() > deadline:
-            break
-    time.sleep(2.0)  # iteration 2 is training now
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_line(args, env, "iteration 1:", timeout_s=600)  # iteration 2 is training now
     state = json.loads((run / "state.json").read_text())
     assert state["stage"] == "iterate" and state["iteration"] >= 1
     done_rows = read_csv(run / "trajectory.csv")

@@ -129,3 +129,19 @@ def listening_sockets(pids) -> list[tuple[int, str, int, str]]:
 
 def is_loopback(address: str) -> bool:
     return address.startswith("127.") or address in ("::1", "::ffff:127.0.0.1") or address.startswith("::ffff:127.")
+
+
+def kill_after_line(args: list[str], env: dict, prefix: str, settle_s: float = 2.0, timeout_s: float = 900) -> None:
+    """Start ``args`` in a new session, read its output until a line starts with ``prefix`` (or ``timeout_s``
+    passes), wait ``settle_s`` more (so the next unit of work is running) and SIGKILL the whole group."""
+    import subprocess
+
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    deadline = time.time() + timeout_s
+    for line in proc.stdout:
+        if line.startswith(prefix) or time.time() > deadline:
+            break
+    time.sleep(settle_s)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
