@@ -30,16 +30,17 @@ from search_spaces.walk import LayerKey, LayerKind, LayerShape, Role, walk
 
 
 def resolve_arch(name_or_path: str | Path) -> ArchSpec:
-    """A registered reference name, or the path of a spec JSON file."""
+    """A registered reference name (classification or dense), or the path of a spec JSON file."""
     text = str(name_or_path)
-    if text in references.names():
+    known = references.names() + references.dense_names()
+    if text in known:
         return references.get(text)
     path = Path(text)
     if path.suffix == ".json" or path.exists() or "/" in text:
         return load(path)
     raise SpecError(
-        "", f"{text!r} is neither a registered architecture nor a spec file{did_you_mean(text, references.names())}; "
-            f"known: {', '.join(references.names())}"
+        "", f"{text!r} is neither a registered architecture nor a spec file{did_you_mean(text, known)}; "
+            f"known: {', '.join(known)}"
     )
 
 

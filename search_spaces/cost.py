@@ -4,6 +4,8 @@ Conventions (those of torchvision's ``_ops`` and ``torch.utils.flop_counter``, w
 2 × MAdds): MAdds count the multiply-accumulates of convolutions and fully connected layers only;
 biases, batch norm, activations, pooling, the SE channel-wise product and residual additions are not
 counted. Parameters are trainable tensors (BN weight and bias count, running statistics do not).
+Dense heads follow the same rules: upsampling, the gate's product, sums and concatenations cost no
+MAdds; the 1×1 convs of LR-ASPP's gate and R-ASPP's image pooling run on a 1×1 map.
 """
 
 from __future__ import annotations
@@ -41,12 +43,19 @@ def layer_cost(key: LayerKey) -> Cost:
     """Parameters and MAdds of one layer."""
     k = key
     out_res = (k.resolution - 1) // k.stride + 1
-    if k.kind is LayerKind.POOL:
+    if k.kind in (LayerKind.POOL, LayerKind.MUL, LayerKind.ADD, LayerKind.CONCAT, LayerKind.UPSAMPLE,
+                  LayerKind.PREDICTIONS):
         return ZERO
     if k.kind is LayerKind.LINEAR:
         return _conv(k.in_channels, k.out_channels, 1, 1, bias=True, bn=False)
-    if k.kind is LayerKind.CONV:
-        cost = _conv(k.in_channels, k.out_channels, k.kernel_size, out_res)
+    if k.kind is LayerKind.GATE:
+        return _conv(k.in_channels, k.out_channels, 1, 1, bias=False, bn=False)
+    if k.kind is LayerKind.IMAGE_POOL:
+        return _conv(k.in_channels, k.out_channels, 1, 1)
+    if k.kind is LayerKind.DWCONV:
+        return _conv(k.in_channels, k.out_channels, k.kernel_size, out_res, groups=k.in_channels)
+    if k.kind is LayerKind.CONV:  # with BN, or (a classifier/predictor) with a bias and no BN
+        cost = _conv(k.in_channels, k.out_channels, k.kernel_size, out_res, bias=not k.batchnorm, bn=k.batchnorm)
         if k.se_channels:
             cost += _se(k.out_channels, k.se_channels)
         return cost

@@ -27,15 +27,25 @@ from search_spaces.spec import ArchSpec
 OPSET = 17
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+BOXES_NAME = "boxes"  # second output of a detection network (SSDLite's box regressions)
 
 
-def export_module_bytes(model: nn.Module, input_shape: tuple[int, ...], opset: int = OPSET) -> bytes:
+def output_names(spec: ArchSpec | None) -> list[str]:
+    """ONNX output names: ``logits`` (class or per-pixel logits, detection scores), then ``boxes`` for SSDLite."""
+    if spec is not None and spec.dense is not None and not spec.dense.is_segmentation:
+        return [OUTPUT_NAME, BOXES_NAME]
+    return [OUTPUT_NAME]
+
+
+def export_module_bytes(model: nn.Module, input_shape: tuple[int, ...], opset: int = OPSET,
+                        names: list[str] | None = None) -> bytes:
     """Serialize ``model`` (in eval mode, batch 1) to ONNX bytes.
 
     Args:
         model: any module; it is switched to eval mode for the export and restored afterwards.
         input_shape: full input shape including the batch dimension, e.g. ``(1, 3, 224, 224)``.
         opset: ONNX opset (≥ 17).
+        names: output names; defaults to :func:`output_names` of the model's ``spec`` attribute.
     """
     if opset < 17:
         raise ValueError(f"opset must be >= 17 (the project measures and tests opset 17), got {opset}")
@@ -53,7 +63,7 @@ def export_module_bytes(model: nn.Module, input_shape: tuple[int, ...], opset: i
                 dynamo=False,
                 opset_version=opset,
                 input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
+                output_names=names or output_names(getattr(model, "spec", None)),
                 do_constant_folding=True,
             )
     finally:

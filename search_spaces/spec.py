@@ -33,6 +33,8 @@ MAX_CLASSES = 100_000
 MAX_INPUT_CHANNELS = 16
 KERNEL_SIZES = (1, 3, 5, 7, 9, 11)
 STRIDES = (1, 2)
+DILATIONS = (1, 2, 4)
+MAX_EXTRA_LAYERS = 8
 MAX_SPEC_BYTES = 1_000_000
 MAX_JSON_DEPTH = 8
 
@@ -121,6 +123,10 @@ class Block:
         se: squeeze-and-excite on the expanded representation, sized by the spec's :class:`SEConfig`.
         activation: nonlinearity of the block.
         residual: identity skip; only allowed when stride is 1 and in == out.
+        dilation: dilation of the depthwise (or regular) conv, 1 = none. A dilated conv keeps stride 1:
+            the atrous last stage of MobileNetV3's segmentation models (torchvision's ``dilated=True``)
+            turns the stage's stride-2 block into stride 1 and dilates its depthwise convs by 2.
+            Serialized only when it is not 1, so every undilated spec keeps its JSON and ``arch_id``.
     """
 
     kind: BlockKind
@@ -132,6 +138,7 @@ class Block:
     se: bool = False
     activation: Activation = Activation.RELU
     residual: bool = False
+    dilation: int = 1
 
 
 @dataclass(frozen=True)
@@ -150,6 +157,53 @@ class Head:
     dropout: float = 0.2
 
 
+class DenseKind(str, enum.Enum):
+    """Dense-prediction heads (MobileNetV3 §6.3–6.4). The layers are defined in :mod:`search_spaces.walk`."""
+
+    LRASPP = "lraspp"  # segmentation, Lite R-ASPP (the paper's Fig. 10)
+    RASPP = "raspp"  # segmentation, reduced ASPP (the paper's Table 7 ablation, "SH ×")
+    SSDLITE = "ssdlite"  # detection, SSDLite (MobileNetV2 §6.2, MobileNetV3 §6.3)
+
+
+SEGMENTATION_KINDS = (DenseKind.LRASPP, DenseKind.RASPP)
+SSDLITE_EXTRA_CHANNELS = (512, 256, 256, 128)  # torchvision ssdlite.py's extra layers at width 1.0
+SEGMENTATION_FILTERS = 128  # the paper's F for its candidate models (Table 7 rows 8 and 11)
+
+
+@dataclass(frozen=True)
+class DenseHead:
+    """A dense-prediction head that replaces the classification head (pool, hidden layer, classifier).
+
+    The backbone keeps its last 1×1 conv (``head.conv_channels``), as torchvision's ``features`` does;
+    ``head.hidden_channels`` must be 0 and ``head.dropout`` is unused. ``ArchSpec.num_classes`` counts
+    the predicted classes: for segmentation every label (19 for Cityscapes), for SSDLite the foreground
+    classes **plus one background class** (torchvision's convention, 91 for COCO).
+
+    Attributes:
+        kind: see :class:`DenseKind`.
+        filters: F, the width of the segmentation head (LR-ASPP and R-ASPP only; not serialized for SSDLite).
+        extra_channels: output widths of SSDLite's extra feature layers after C5 (SSDLite only; not
+            serialized for segmentation).
+    """
+
+    kind: DenseKind
+    filters: int = SEGMENTATION_FILTERS
+    extra_channels: tuple[int, ...] = SSDLITE_EXTRA_CHANNELS
+
+    def __post_init__(self):
+        if not isinstance(self.extra_channels, tuple):
+            object.__setattr__(self, "extra_channels", tuple(self.extra_channels))
+
+    @property
+    def is_segmentation(self) -> bool:
+        return self.kind in SEGMENTATION_KINDS
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.is_segmentation:
+            return {"kind": self.kind.value, "filters": self.filters}
+        return {"kind": self.kind.value, "extra_channels": list(self.extra_channels)}
+
+
 @dataclass(frozen=True)
 class ArchSpec:
     """A whole network. See the module docstring."""
@@ -163,6 +217,7 @@ class ArchSpec:
     se: SEConfig = SEConfig()
     name: str = ""
     schema_version: int = SCHEMA_VERSION
+    dense: DenseHead | None = None  # None = classification; serialized only when set
 
     def __post_init__(self):
         if not isinstance(self.blocks, tuple):
@@ -188,7 +243,7 @@ class ArchSpec:
 
     # -- JSON -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "schema_version": self.schema_version,
             "name": self.name,
             "resolution": self.resolution,
@@ -196,9 +251,12 @@ class ArchSpec:
             "num_classes": self.num_classes,
             "se": _plain(self.se),
             "stem": _plain(self.stem),
-            "blocks": [_plain(b) for b in self.blocks],
+            "blocks": [_block_dict(b) for b in self.blocks],
             "head": _plain(self.head),
         }
+        if self.dense is not None:
+            out["dense"] = self.dense.to_dict()
+        return out
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -216,6 +274,13 @@ class ArchSpec:
         from search_spaces.files import atomic_write_text
 
         atomic_write_text(Path(path), self.to_json() + "\n")
+
+
+def _block_dict(block: Block) -> dict[str, Any]:
+    out = _plain(block)
+    if block.dilation == 1:  # the default is left out, so undilated specs keep their JSON and arch_id
+        del out["dilation"]
+    return out
 
 
 def _plain(obj) -> dict[str, Any]:
@@ -368,7 +433,7 @@ def parse_spec(data: Any) -> ArchSpec:
         data,
         "",
         {"stem", "blocks", "head"},
-        {"schema_version", "name", "resolution", "in_channels", "num_classes", "se"},
+        {"schema_version", "name", "resolution", "in_channels", "num_classes", "se", "dense"},
     )
     version = top.get("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
@@ -405,7 +470,7 @@ def parse_spec(data: Any) -> ArchSpec:
             b,
             p,
             {"kind", "in_channels", "expand_channels", "out_channels"},
-            {"kernel_size", "stride", "se", "activation", "residual"},
+            {"kernel_size", "stride", "se", "activation", "residual", "dilation"},
         )
         blocks.append(
             Block(
@@ -418,6 +483,7 @@ def parse_spec(data: Any) -> ArchSpec:
                 se=_bool(b.get("se", False), f"{p}.se"),
                 activation=_enum(Activation, b.get("activation", "relu"), f"{p}.activation"),
                 residual=_bool(b.get("residual", False), f"{p}.residual"),
+                dilation=_choice(b.get("dilation", 1), f"{p}.dilation", DILATIONS),
             )
         )
 
@@ -429,10 +495,13 @@ def parse_spec(data: Any) -> ArchSpec:
         dropout=_float(hd.get("dropout", 0.2), "head.dropout", 0.0, 1.0, hi_open=True),
     )
 
+    dense = _parse_dense(top["dense"]) if "dense" in top else None
+
     return ArchSpec(
         stem=stem,
         blocks=tuple(blocks),
         head=head,
+        dense=dense,
         resolution=_int(top.get("resolution", 224), "resolution", 8, MAX_RESOLUTION),
         in_channels=_int(top.get("in_channels", 3), "in_channels", 1, MAX_INPUT_CHANNELS),
         num_classes=_int(top.get("num_classes", 1000), "num_classes", 2, MAX_CLASSES),
@@ -440,6 +509,20 @@ def parse_spec(data: Any) -> ArchSpec:
         name=name,
         schema_version=version,
     )
+
+
+def _parse_dense(data: Any) -> DenseHead:
+    kind_raw = _obj(data, "dense", {"kind"}, {"filters", "extra_channels"})["kind"]
+    kind = _enum(DenseKind, kind_raw, "dense.kind")
+    if kind in SEGMENTATION_KINDS:
+        d = _obj(data, "dense", {"kind"}, {"filters"})
+        return DenseHead(kind, filters=_int(d.get("filters", SEGMENTATION_FILTERS), "dense.filters", 1, MAX_CHANNELS))
+    d = _obj(data, "dense", {"kind"}, {"extra_channels"})
+    raw = d.get("extra_channels", list(SSDLITE_EXTRA_CHANNELS))
+    if not isinstance(raw, list) or len(raw) > MAX_EXTRA_LAYERS:
+        raise SpecError("dense.extra_channels", f"expected an array of at most {MAX_EXTRA_LAYERS} integers")
+    extra = tuple(_int(c, f"dense.extra_channels[{i}]", 2, MAX_CHANNELS) for i, c in enumerate(raw))
+    return DenseHead(kind, extra_channels=extra)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -476,7 +559,68 @@ def validate(spec: ArchSpec) -> None:
                 "an identity residual needs stride 1 and in_channels == out_channels "
                 f"(got stride {b.stride}, {b.in_channels} -> {b.out_channels})",
             )
+        if b.dilation != 1 and b.stride != 1:
+            raise SpecError(f"{p}.dilation",
+                            f"a dilated conv keeps the resolution: needs stride 1, got stride {b.stride}")
         prev = b.out_channels
+    if spec.dense is not None:
+        _check_dense(spec)
+
+
+def output_strides(spec: ArchSpec) -> list[int]:
+    """Output stride (input size / feature size) after the stem and after each block."""
+    strides = [spec.stem.stride]
+    for b in spec.blocks:
+        strides.append(strides[-1] * b.stride)
+    return strides
+
+
+def _check_dense(spec: ArchSpec) -> None:
+    """A dense head needs feature maps that exist: rules of :mod:`search_spaces.walk`'s dense layers."""
+    dense = spec.dense
+    if not isinstance(dense, DenseHead) or not isinstance(dense.kind, DenseKind):
+        raise SpecError("dense", "must be a DenseHead with a DenseKind")
+    if spec.head.hidden_channels:
+        raise SpecError("head.hidden_channels", "a dense head replaces the classifier: must be 0, "
+                                                f"got {spec.head.hidden_channels}")
+    strides = output_strides(spec)
+    deepest = strides[-1]
+    if dense.is_segmentation:
+        _int(dense.filters, "dense.filters", 1, MAX_CHANNELS)
+        if 8 not in strides:
+            raise SpecError("blocks", f"{dense.kind.value} reads 1/8 features: no layer has output stride 8 "
+                                      f"(output strides {sorted(set(strides))})")
+        if deepest < 16:
+            raise SpecError("blocks", f"{dense.kind.value} reads 1/16 or 1/32 features: the backbone ends at "
+                                      f"output stride {deepest}")
+    else:
+        if not 1 <= len(dense.extra_channels) <= MAX_EXTRA_LAYERS:
+            raise SpecError("dense.extra_channels", f"must hold 1..{MAX_EXTRA_LAYERS} widths")
+        for i, c in enumerate(dense.extra_channels):
+            _int(c, f"dense.extra_channels[{i}]", 2, MAX_CHANNELS)
+        for i, b in enumerate(spec.blocks):
+            if b.dilation != 1:
+                raise SpecError(f"blocks[{i}].dilation", "ssdlite reads stride-16 and stride-32 features: "
+                                                         "its backbone is not dilated")
+        c4 = c4_block(spec)
+        if c4 is None:
+            raise SpecError("blocks", "ssdlite's C4 is missing: it is the expansion of the block that goes from "
+                                      "output stride 16 to 32, and no block does")
+        if spec.blocks[c4].expand_channels == spec.blocks[c4].in_channels:
+            raise SpecError(f"blocks[{c4}].expand_channels", "ssdlite's C4 is this block's 1×1 expansion, "
+                                                             "but the block has none (expand == in)")
+    if spec.resolution < deepest:
+        raise SpecError("resolution", f"{dense.kind.value} reads 1/{deepest} features: the input must be at least "
+                                      f"{deepest} px, got {spec.resolution}")
+
+
+def c4_block(spec: ArchSpec) -> int | None:
+    """Index of the block whose expansion is SSDLite's C4 (the block from output stride 16 to 32), or None."""
+    strides = output_strides(spec)
+    for i, b in enumerate(spec.blocks):
+        if b.stride == 2 and strides[i] == 16:
+            return i
+    return None
 
 
 def _check_ranges(spec: ArchSpec) -> None:
@@ -497,5 +641,6 @@ def _check_ranges(spec: ArchSpec) -> None:
             _int(getattr(b, f), f"{p}.{f}", 1, MAX_CHANNELS)
         _choice(b.kernel_size, f"{p}.kernel_size", KERNEL_SIZES)
         _choice(b.stride, f"{p}.stride", STRIDES)
+        _choice(b.dilation, f"{p}.dilation", DILATIONS)
     _int(spec.head.conv_channels, "head.conv_channels", 0, MAX_CHANNELS)
     _int(spec.head.hidden_channels, "head.hidden_channels", 0, MAX_CHANNELS)

@@ -17,7 +17,11 @@ def _operator(layer) -> str:
     if k.kind is LayerKind.LINEAR:
         return "conv2d 1x1, NBN"
     if k.kind is LayerKind.CONV:
-        return f"conv2d {k.kernel_size}x{k.kernel_size}"
+        return f"conv2d {k.kernel_size}x{k.kernel_size}" + ("" if k.batchnorm else ", NBN")
+    if k.kind is LayerKind.DWCONV:
+        return f"dwconv {k.kernel_size}x{k.kernel_size}"
+    if k.kind not in (LayerKind.MBCONV, LayerKind.DSCONV):  # dense heads' gate, upsample, sums, ...
+        return k.kind.value
     name = "bneck" if k.kind is LayerKind.MBCONV else "sepconv"
     return f"{name} {k.kernel_size}x{k.kernel_size}" + (" +res" if k.residual else "")
 

@@ -14,6 +14,14 @@ Sources:
 * MobileNetV2: Sandler et al., "MobileNetV2: Inverted Residuals and Linear Bottlenecks", CVPR 2018,
   https://arxiv.org/abs/1801.04381, as torchvision's ``mobilenet_v2``.
 
+Dense-prediction references (:func:`dense_references`, shipped under ``dense/``): MobileNetV3 with
+the segmentation heads of the paper's Table 7 (LR-ASPP with F = 128 — the candidate rows 8 and 11 —
+and R-ASPP with F = 256 — rows 5–6 — on the atrous backbone, with and without RF2, RF2 by DeepLab's
+rule) and with SSDLite (Table 6, ± "†" by torchvision's ``reduced_tail`` rule, as its
+``ssdlite320_mobilenet_v3_large``), each for the public benchmark (Cityscapes: 19 classes at 1024²;
+COCO: 91 classes incl. background at 320²) and for the project's dense task (11 classes at 128²).
+See :mod:`search_spaces.dense` for the two RF2 rules.
+
 Regenerate the JSON files with ``python -m search_spaces.references.recipes``; a test checks they
 agree.
 """
@@ -22,8 +30,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from search_spaces.dense import attach_head, reduce_tail
 from search_spaces.scaling import NetRecipe, StageRecipe, build_spec
-from search_spaces.spec import Activation, ArchSpec, BlockKind, Gate, SEBase, SEConfig
+from search_spaces.spec import Activation, ArchSpec, BlockKind, DenseHead, DenseKind, Gate, SEBase, SEConfig
 
 RE, R6, HS = Activation.RELU, Activation.RELU6, Activation.HSWISH
 IR, DS = BlockKind.MBCONV, BlockKind.DSCONV
@@ -190,10 +199,53 @@ def all_references() -> dict[str, ArchSpec]:
     return out
 
 
+DENSE_FOLDER = "dense"
+# task suffix → (segmentation classes, segmentation resolution, detection classes incl. background, detection res.)
+DENSE_TASKS = {"paper": (19, 1024, 91, 320), "dense": (11, 128, 11, 128)}
+SEGMENTATION_HEADS = {DenseKind.LRASPP: 128, DenseKind.RASPP: 256}  # F of the paper's Table 7 rows 8/11 and 5–6
+
+
+def dense_spec(backbone: str, kind: DenseKind, *, rf2: bool, num_classes: int, resolution: int,
+               filters: int | None = None, name: str = "") -> ArchSpec:
+    """MobileNetV3-``backbone`` ("large" or "small") with a dense head, as the paper's Tables 6–7.
+
+    Segmentation: atrous last stage (output stride 16), RF2 by DeepLab's rule. Detection: no dilation,
+    "†" by torchvision's rule. The classification hidden layer is dropped; the last 1×1 conv stays.
+    """
+    recipe = {"large": v3_large, "small": v3_small}[backbone]()
+    spec = build_spec(recipe, name=name, resolution=resolution)
+    if kind is DenseKind.SSDLITE:
+        return attach_head(reduce_tail(spec) if rf2 else spec, DenseHead(kind), num_classes=num_classes)
+    spec = reduce_tail(spec, halve_first_expansion=True) if rf2 else spec
+    head = DenseHead(kind, filters=SEGMENTATION_HEADS[kind] if filters is None else filters)
+    return attach_head(spec, head, num_classes=num_classes)
+
+
+def dense_references() -> dict[str, ArchSpec]:
+    """Every registered dense reference, by name: ``mobilenetv3_{large,small}_{lraspp,raspp,ssdlite}[_rf2]_{task}``,
+    task = ``cityscapes`` (segmentation) / ``coco`` (detection) for the paper's setting, or ``dense``."""
+    out: dict[str, ArchSpec] = {}
+    for task, (seg_classes, seg_res, det_classes, det_res) in DENSE_TASKS.items():
+        for backbone in ("large", "small"):
+            for kind in (DenseKind.LRASPP, DenseKind.RASPP, DenseKind.SSDLITE):
+                for rf2 in (False, True):
+                    seg = kind is not DenseKind.SSDLITE
+                    suffix = ("cityscapes" if seg else "coco") if task == "paper" else task
+                    name = f"mobilenetv3_{backbone}_{kind.value}{'_rf2' if rf2 else ''}_{suffix}"
+                    out[name] = dense_spec(backbone, kind, rf2=rf2, num_classes=seg_classes if seg else det_classes,
+                                           resolution=seg_res if seg else det_res, name=name)
+    return out
+
+
 def write_all(folder: Path = Path(__file__).parent) -> list[Path]:
     paths = []
     for name, spec in all_references().items():
         path = folder / f"{name}.json"
+        spec.save(path)
+        paths.append(path)
+    (folder / DENSE_FOLDER).mkdir(exist_ok=True)
+    for name, spec in dense_references().items():
+        path = folder / DENSE_FOLDER / f"{name}.json"
         spec.save(path)
         paths.append(path)
     return paths
