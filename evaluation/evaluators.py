@@ -2,6 +2,9 @@
 
 * ``proxy`` — MnasNet's proxy task: train the candidate from scratch for a few hundred steps and score
   it on held-out training images (:func:`evaluation.evaluate.train_candidate`).
+* a dense task (``EvalConfig.task`` = ``segmentation`` | ``detection``, proxy evaluator only): the
+  candidate carries its head and is trained on mosaics (:mod:`evaluation.dense_task`); its "accuracy" is
+  the held-out mIoU or mAP.
 * ``supernet`` — the candidate as a subnet of a trained weight-sharing supernet: its weights copied
   out, BatchNorm recalibrated, held-out images scored (:func:`evaluation.supernet.score_subnet`); no
   training per candidate.
@@ -26,11 +29,15 @@ class EvaluatorError(ValueError):
 
 
 def check_evaluator(cfg) -> None:
-    """Cheap checks of ``cfg.evaluator`` and ``cfg.supernet`` (an :class:`evaluation.evaluate.EvalConfig`)."""
+    """Cheap checks of ``cfg.evaluator`` and ``cfg.supernet`` (an :class:`evaluation.evaluate.EvalConfig`),
+    and of its task (:func:`evaluation.dense_task.check_task`: the supernet scores classification only)."""
+    from evaluation.dense_task import check_task
+
     if cfg.evaluator not in EVALUATORS:
         raise EvaluatorError(f"unknown evaluator {cfg.evaluator!r}; known: {', '.join(EVALUATORS)}")
     if cfg.supernet and cfg.evaluator != "supernet":
         raise EvaluatorError("--supernet FILE is used only with --evaluator supernet")
+    check_task(cfg)
 
 
 def resolve_evaluator(cfg, space: str, echo: Callable[[str], None] | None = None):
@@ -60,6 +67,10 @@ def scoring_resolution(cfg) -> int:
         from evaluation.supernet import load_supernet
 
         return load_supernet(cfg.supernet).resolution
+    if cfg.task != "classification":  # dense tasks train and score on whole mosaics
+        from evaluation.dense_task import canvas_px
+
+        return canvas_px(cfg)
     from evaluation.configs import default
     from evaluation.training import TrainConfig
 
@@ -74,6 +85,11 @@ def score(spec: ArchSpec, cfg, seed: int, init: Callable[[Any], None] | None = N
         from evaluation.supernet import score_subnet
 
         return score_subnet(spec, cfg, init=init)
+    if cfg.task != "classification":  # segmentation / detection: the spec carries its head
+        from evaluation.dense_task import train_dense_candidate
+
+        model, result, _ = train_dense_candidate(spec, cfg, cfg.train, seed, init=init)
+        return model, result
     from evaluation.evaluate import train_candidate
 
     model, result, _ = train_candidate(spec, cfg, cfg.train, seed, init=init)

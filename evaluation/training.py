@@ -48,6 +48,8 @@ __all__ = [
     "evaluate",
     "input_channels",
     "learning_rate",
+    "make_optimizer",
+    "memory_format",
     "preprocess",
     "train_model",
 ]
@@ -609,6 +611,17 @@ def _batches(train_index: torch.Tensor, batch_size: int, generator: torch.Genera
         order = train_index[torch.randperm(len(train_index), generator=generator)]
         for start in range(0, len(order) - batch_size + 1, batch_size):
             yield order[start : start + batch_size]
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer of ``cfg`` over ``model``'s trainable parameters (no weight decay on biases and norms),
+    as the classification loop builds it; for other training loops (:mod:`evaluation.dense_training`)."""
+    return _make_optimizer(model, cfg)
+
+
+def memory_format(cfg: TrainConfig) -> torch.memory_format:
+    """The memory format ``cfg.channels_last`` asks for (channels_last or NCHW)."""
+    return _memory_format(cfg)
 
 
 def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

@@ -146,6 +146,9 @@ class RefineConfig(configs.RunConfig):
                 raise RefineError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.pretrain_epochs <= 0 or self.final_epochs < 0:
             raise RefineError("--pretrain-epochs must be positive and --final-epochs not negative")
+        if self.eval.task != "classification":
+            raise RefineError(f"--task {self.eval.task}: NetAdapt does not refine dense networks yet (its channel "
+                              "groups and fine-tuning are classification-only); use --task classification")
 
 
 @dataclass
@@ -226,6 +229,17 @@ def calibrate_near(lat: TableLatency, spec: ArchSpec, echo) -> float | None:
     return measured[0]
 
 
+def _refuse_dense(arch: str) -> None:
+    """A network with a dense head is refused before anything is written (a bad ``arch`` is reported later)."""
+    try:
+        spec = resolve_arch(arch)
+    except (ValueError, OSError):
+        return
+    if spec.dense is not None:
+        raise RefineError(f"{arch} has a {spec.dense.kind.value} head: NetAdapt does not refine dense networks "
+                          "yet; give a classification network")
+
+
 def _start_spec(cfg: RefineConfig, data) -> ArchSpec:
     spec = resolve_arch(cfg.arch)
     if (spec.num_classes, spec.in_channels) != (data.num_classes, data.channels):
@@ -270,6 +284,7 @@ def run_refine(cfg: RefineConfig, *, resume: bool = False, force: bool = False,
         if not isinstance(state, dict) or "stage" not in state:
             raise RefineError(f"{state_path} holds no refinement state (no \"stage\")")
     else:
+        _refuse_dense(cfg.arch)
         rundir.prepare_run_dir(run_dir, force, RefineError)
         state = None
 
