@@ -73,6 +73,9 @@ class EvalConfig:
             settings apply).
         supernet: the supernet file of the ``supernet`` evaluator (None: the cache's, found when the
             search starts).
+        task: ``classification`` (the proxy), ``segmentation`` or ``detection`` (:mod:`evaluation.dense_task`:
+            the candidate with a dense head, trained on mosaics; "accuracy" is then mIoU or mAP).
+        dense: :class:`evaluation.dense_task.DenseTaskConfig` as a dict (head, RF2, mosaic data; dense tasks only).
     """
 
     dataset: str = "fashion-mnist"
@@ -88,6 +91,8 @@ class EvalConfig:
     keep_weights: bool = True
     evaluator: str = "proxy"
     supernet: str | None = None
+    task: str = "classification"
+    dense: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -286,6 +291,7 @@ def evaluate_candidate(spec_json: str, cfg: EvalConfig, seed: int = 0) -> EvalRe
     """
     from evaluation.accel import DeviceError
     from evaluation.data import DatasetError
+    from evaluation.dense_task import TaskError
     from evaluation.evaluators import EvaluatorError, score
     from evaluation.supernet import SupernetError
     from latency.backends import BackendFault
@@ -315,7 +321,7 @@ def evaluate_candidate(spec_json: str, cfg: EvalConfig, seed: int = 0) -> EvalRe
             result.weights = weights_bytes(model.state_dict())
     except BackendFault as e:  # this model's measurement failed on its backend (e.g. a latency command)
         result.error, result.error_kind = failure(e)
-    except (DatasetError, LatencyError, DeviceError, EvaluatorError, SupernetError):
+    except (DatasetError, LatencyError, DeviceError, EvaluatorError, SupernetError, TaskError):
         raise  # the search's set-up is wrong, not this candidate: stop the search with the message
     except (ValueError, RuntimeError) as e:  # a candidate that cannot be built, exported or run, or diverged
         result.error, result.error_kind = failure(e)
@@ -338,6 +344,8 @@ def train_task(spec_json: str, cfg: EvalConfig, train: dict, seed: int, test: bo
     spec = ArchSpec.from_json(spec_json)
     out: dict = {"arch_id": spec.arch_id, "accuracy": None, "test_accuracy": None, "weights": None, "error": None}
     t0 = time.perf_counter()
+    if cfg.task != "classification":  # a dense network: trained on mosaics, scored by mIoU / mAP
+        return _train_dense_task(spec, cfg, train, seed, test, init, out, t0)
     try:
         model, tr, tcfg = train_candidate(spec, cfg, train, seed, init)
         out.update(accuracy=tr.val_accuracy, val_loss=tr.val_loss, steps=tr.steps, train_s=tr.train_time_s)
@@ -346,6 +354,27 @@ def train_task(spec_json: str, cfg: EvalConfig, train: dict, seed: int, test: bo
             out["test_accuracy"], _ = evaluate(model, data.test_images, data.test_labels, tcfg, stats=tr.input_stats)
         out["weights"] = weights_bytes(model.state_dict())
     except DatasetError:
+        raise
+    except (ValueError, RuntimeError) as e:
+        out["error"], _ = failure(e)
+    out["total_s"] = time.perf_counter() - t0
+    return out
+
+
+def _train_dense_task(spec: ArchSpec, cfg: EvalConfig, train: dict, seed: int, test: bool, init, out: dict,
+                      t0: float) -> dict:
+    """:func:`train_task` for a dense task: "accuracy" and "test_accuracy" are the task's metric
+    (:func:`evaluation.dense_task.metric_name`), on held-out and test mosaics."""
+    from evaluation.data import DatasetError
+    from evaluation.dense_task import TaskError, score_test_split, train_dense_candidate
+
+    try:
+        model, sc, dcfg = train_dense_candidate(spec, cfg, train, seed, init)
+        out.update(accuracy=sc.val_accuracy, val_loss=None, steps=sc.steps, train_s=sc.train_time_s, metric=sc.metric)
+        if test:
+            out["test_accuracy"] = score_test_split(model, spec, cfg, dcfg, sc.result.input_stats)
+        out["weights"] = weights_bytes(model.state_dict())
+    except (DatasetError, TaskError):
         raise
     except (ValueError, RuntimeError) as e:
         out["error"], _ = failure(e)

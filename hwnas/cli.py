@@ -214,6 +214,77 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def add_latency_backend_options(parser) -> None:
+    """The latency backend options (``--latency-backend``, ``--threads``, ...) of every command that times
+    networks: ``nas search``, ``netadapt refine`` and ``nas latency ...``. :func:`latency_measure_options`
+    turns them into :class:`latency.measure.MeasureConfig` fields."""
+    from latency.backends import BACKENDS
+    from latency.measure import MeasureConfig
+
+    d = MeasureConfig()
+    parser.add_argument("--latency-backend", choices=BACKENDS,
+                        help="what times the networks: ONNX Runtime on this CPU (ort-cpu, the default), its CUDA or "
+                             "TensorRT provider, a benchmark command (--latency-command) or a Ray node that offers the "
+                             "device (--latency-node); each has its own table")
+    parser.add_argument("--threads", type=_positive_int, default=d.intra_op_threads,
+                        help="ONNX Runtime intra-op threads (ort-* and ray-node)")
+    parser.add_argument("--latency-command", metavar="TEMPLATE",
+                        help="command backend: a command that prints the latency in ms of {onnx} (the model file) "
+                             "with input {input_shape}, e.g. 'adb-bench.sh {onnx} {input_shape}'")
+    parser.add_argument("--latency-device", metavar="NAME",
+                        help="command backend: a name for the target device (names its table)")
+    parser.add_argument("--latency-repeats", type=_positive_int,
+                        help=f"command backend: runs per measurement, the median counts (default {d.command_repeats})")
+    parser.add_argument("--latency-timeout", type=float, metavar="S",
+                        help=f"command backend: seconds allowed per run (default {d.command_timeout_s:g})")
+    parser.add_argument("--latency-node", metavar="device=NAME",
+                        help="ray-node backend: measure on the Ray node offering the resource latency:NAME "
+                             "(one measurement at a time per device)")
+    parser.add_argument("--latency-node-timeout", type=float, metavar="S",
+                        help=f"ray-node backend: seconds to wait for that node (default {d.node_timeout_s:g})")
+
+
+def latency_measure_options(args: argparse.Namespace) -> dict:
+    """The :class:`latency.measure.MeasureConfig` fields of :func:`add_latency_backend_options`'s options,
+    only those that differ from the defaults (so that a default run's ``config.json`` is unchanged).
+    Checked here: a bad combination raises ``ValueError`` with one line naming the option."""
+    from latency.measure import MeasureConfig
+
+    command, node = getattr(args, "latency_command", None), getattr(args, "latency_node", None)
+    if command and node:
+        raise ValueError("--latency-command and --latency-node are two backends; give one")
+    backend = getattr(args, "latency_backend", None) or ("command" if command else "ray-node" if node else "ort-cpu")
+    fields: dict = {"backend": backend, "intra_op_threads": getattr(args, "threads", 1)}
+    if backend == "command":
+        if not command:
+            raise ValueError("--latency-backend command needs --latency-command TEMPLATE (with {onnx})")
+        fields.update(command=command, device=getattr(args, "latency_device", None))
+    elif command or getattr(args, "latency_device", None):
+        raise ValueError(f"--latency-command/--latency-device are for the command backend, not {backend}")
+    if backend == "ray-node":
+        name, sep, device = (node or "").partition("=")
+        if not node:
+            raise ValueError("--latency-backend ray-node needs --latency-node device=NAME")
+        if name.strip() != "device" or not sep or not device.strip():
+            raise ValueError(f"--latency-node: expected device=NAME, got {node!r}")
+        fields["device"] = device.strip()
+    for option, field in (("latency_repeats", "command_repeats"), ("latency_timeout", "command_timeout_s"),
+                          ("latency_node_timeout", "node_timeout_s")):
+        if getattr(args, option, None) is not None:
+            fields[field] = getattr(args, option)
+    default = MeasureConfig().to_dict()
+    try:
+        MeasureConfig(**fields)
+    except ValueError as e:  # name the option, not the field
+        message = str(e)
+        for field, option in (("command_timeout_s", "--latency-timeout"), ("command_repeats", "--latency-repeats"),
+                              ("node_timeout_s", "--latency-node-timeout"), ("intra_op_threads", "--threads"),
+                              ("command", "--latency-command"), ("device", "--latency-device/--latency-node")):
+            message = message.replace(f"MeasureConfig.{field}=", f"{option} ")
+        raise ValueError(message) from None
+    return {k: v for k, v in fields.items() if default.get(k) != v}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="nas",

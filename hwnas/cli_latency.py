@@ -27,9 +27,10 @@ def _progress(what: str, unit: str):
 
 
 def _measure_cfg(args):
+    from hwnas.cli import latency_measure_options
     from latency.measure import MeasureConfig
 
-    return MeasureConfig(intra_op_threads=args.threads, precision=getattr(args, "precision", "fp32"))
+    return MeasureConfig(**latency_measure_options(args), precision=getattr(args, "precision", "fp32"))
 
 
 # What a search on the default data set (Fashion-MNIST) builds and times: 1 input channel, 10 classes.
@@ -61,12 +62,16 @@ def _anchor(args):
 
 
 def _table(args):
+    from hwnas.cli import latency_measure_options
+    from latency.backends import check_table_fingerprint
     from latency.lut import LatencyTable, default_table_path
     from latency.measure import MeasureConfig
 
-    cfg = MeasureConfig(intra_op_threads=args.threads)
+    cfg = MeasureConfig(**latency_measure_options(args))
     path = Path(args.lut) if args.lut else default_table_path(cfg)
-    return LatencyTable(path, cfg)
+    table = LatencyTable(path, cfg)
+    check_table_fingerprint(table.path, table.fingerprint, cfg.fingerprint().to_dict())
+    return table
 
 
 def cmd_measure(args) -> int:
@@ -93,11 +98,19 @@ def cmd_measure(args) -> int:
         _print_json(result)
     else:
         fp = m.fingerprint
+        runtime = f"{fp.intra_op_threads} thread(s), ORT {fp.ort_version}" if fp.backend.startswith("ort-") \
+            else fp.provider
+        backend = f"{fp.backend}: " if fp.backend in ("ort-cuda", "ort-tensorrt") else ""
         print(f"{spec.name or args.arch} at {spec.resolution}²×{spec.in_channels}, {spec.num_classes} classes, "
-              f"{m.precision}, {fp.intra_op_threads} thread(s), ORT {fp.ort_version} on {fp.cpu_model}")
+              f"{m.precision}, {backend}{runtime} on {fp.cpu_model}")
         print(f"  median {m.median_ms:.3f} ms  (95% CI {m.ci_low_ms:.3f}–{m.ci_high_ms:.3f}; p10 {m.p10_ms:.3f}, "
               f"p90 {m.p90_ms:.3f}; CV {m.cv:.1%}; {m.n_samples} runs after {m.warmup_runs} warm-up; "
               f"outliers {m.outlier_share:.1%}; stop: {m.stop_reason})")
+        if m.sessions > 1:
+            print(f"  {m.sessions} sessions, medians {', '.join(f'{v:.3f}' for v in m.session_medians_ms)} ms "
+                  f"(CV {m.between_session_cv:.1%}); the CI ({m.ci_confidence:.1%}) is over the session medians; "
+                  f"all samples pooled (within-session precision only) give {m.within_ci_low_ms:.3f}–"
+                  f"{m.within_ci_high_ms:.3f}")
         if m.contended:
             print("  warning: p90/median > 1.5 — the core was shared with other work; re-measure on a quiet machine")
         note = search_io_note(spec)
@@ -154,6 +167,9 @@ def cmd_build_lut(args) -> int:
 
         keys = {layer.key for s in specs for layer in walk(s)}
         calib = specs
+    from latency.lut import entry_keys
+
+    keys = entry_keys(keys)  # with the context layers blocks are measured after
     before = len(table.missing(keys))
     measured = table.ensure(keys, progress=_progress("layer entries measured", "entries"))
     t_entries = time.perf_counter() - t0
@@ -185,18 +201,39 @@ def cmd_validate(args) -> int:
     rows = validate(table, specs, progress=_progress("architectures measured", "architectures"),
                     anchor=anchor)
     summary = validation_summary(rows)
+    plain_rows = None
+    if anchor is not None:  # what a user without an anchor sees: each network measured alone, now
+        from latency.lut import ValidationRow, measure_plain
+
+        plain_ms = measure_plain(specs, table.cfg, progress=_progress("architectures measured alone",
+                                                                      "architectures"))
+        plain_rows = [ValidationRow(r.name, r.arch_id, r.predicted_ms, m) for r, m in zip(rows, plain_ms)]
     if args.json:
+        plain = ({"summary": validation_summary(plain_rows), "rows": [dict(r.__dict__, error=r.error)
+                                                                      for r in plain_rows]}
+                 if plain_rows else None)
         _print_json({"summary": summary, "rows": [dict(r.__dict__, error=r.error) for r in rows],
                      "table": str(table.path), "calibration": table.calibration.to_dict(),
-                     "anchor": table.store.meta("anchor")})
+                     "anchor": table.store.meta("anchor"), "plain": plain})
         return 0
-    print(f"{'arch':<8} {'arch_id':<17} {'predicted':>10} {'measured':>10} {'error':>7}")
-    for r in rows:
-        print(f"{r.name:<8} {r.arch_id:<17} {r.predicted_ms:>8.3f}ms {r.measured_ms:>8.3f}ms {r.error:>+7.1%}")
-    s = summary
-    print(f"{s['n']} architectures: {s['within_10pct']:.0%} within ±10 %, {s['within_5pct']:.0%} within ±5 %, "
-          f"median |error| {s['median_abs_error']:.1%}, max {s['max_abs_error']:.1%}, "
-          f"mean signed {s['mean_signed_error']:+.1%}, Kendall τ {s['kendall_tau']:.3f}")
+    extra = f" {'alone':>10} {'error':>7}" if plain_rows else ""
+    print(f"{'arch':<8} {'arch_id':<17} {'predicted':>10} {'measured':>10} {'error':>7}{extra}")
+    for i, r in enumerate(rows):
+        line = f"{r.name:<8} {r.arch_id:<17} {r.predicted_ms:>8.3f}ms {r.measured_ms:>8.3f}ms {r.error:>+7.1%}"
+        if plain_rows:
+            line += f" {plain_rows[i].measured_ms:>8.3f}ms {plain_rows[i].error:>+7.1%}"
+        print(line)
+
+    def describe(s) -> str:
+        return (f"{s['n']} architectures: {s['within_10pct']:.0%} within ±10 %, {s['within_5pct']:.0%} within ±5 %, "
+                f"median |error| {s['median_abs_error']:.1%}, max {s['max_abs_error']:.1%}, "
+                f"mean signed {s['mean_signed_error']:+.1%}, Kendall τ {s['kendall_tau']:.3f}")
+
+    if plain_rows:
+        print(f"anchored ('measured'): {describe(summary)}")
+        print(f"plain ('alone', each network measured on its own): {describe(validation_summary(plain_rows))}")
+    else:
+        print(describe(summary))
     return 0
 
 
@@ -216,7 +253,9 @@ def add_latency_commands(sub: argparse._SubParsersAction) -> None:
     lsub = lat.add_subparsers(dest="latency_command", required=True,
                               metavar="{measure,predict,build-lut,validate,export-bundle}")
 
-    def common(p, arch=True, lut=True):
+    from hwnas.cli import add_latency_backend_options
+
+    def common(p, arch=True, lut=True, backend=True):
         if arch:
             p.add_argument("arch", metavar="NAME|FILE.json", help="a registered name or a spec file")
             p.add_argument("--in-channels", type=int, help="input channels (default: the spec's; a search on "
@@ -224,7 +263,10 @@ def add_latency_commands(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--num-classes", type=int, help="classes (default: the spec's; a search on Fashion-MNIST "
                                                              "or CIFAR-10 times 10)")
         p.add_argument("--resolution", type=int, help="input resolution (default: the spec's, 224 for spaces)")
-        p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
+        if backend:
+            add_latency_backend_options(p)
+        else:
+            p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
         if lut:
             p.add_argument("--lut", metavar="FILE",
                            help="latency table (default: this device's, in ~/.cache/hwnas/lut)")
@@ -267,7 +309,7 @@ def add_latency_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_validate)
 
     p = lsub.add_parser("export-bundle", help="ONNX files + script to build a table on another device")
-    common(p, arch=False, lut=False)
+    common(p, arch=False, lut=False, backend=False)
     p.add_argument("--space", required=True, help="the search space whose table entries are exported")
     p.add_argument("--out", required=True, help="bundle folder to write")
     p.add_argument("--calibrate", type=int, default=24, help="whole networks to measure for the calibration")

@@ -17,6 +17,7 @@ from typing import Sequence
 
 def cmd_refine(args) -> int:
     from evaluation.evaluate import EvalConfig
+    from hwnas.cli import latency_measure_options
     from netadapt.refine import RefineConfig, RefineError, run_refine
 
     if args.resume:
@@ -27,7 +28,8 @@ def cmd_refine(args) -> int:
         train = {"batch_size": args.batch_size, "resolution_px": args.train_resolution, "threads": args.cpus_per_trial}
         eval_cfg = EvalConfig(dataset=args.dataset, data_dir=args.data_dir, holdout=args.holdout,
                               train_subset=args.train_subset, train=train, lut_path=args.lut,
-                              deploy_resolution=args.deploy_resolution, split_seed=args.seed, keep_weights=True)
+                              deploy_resolution=args.deploy_resolution, split_seed=args.seed, keep_weights=True,
+                              measure=latency_measure_options(args), task=args.task)
         cfg = RefineConfig(
             run_dir=args.run_dir or f"runs/netadapt-{time.strftime('%Y%m%d-%H%M%S')}", arch=args.arch,
             weights=args.weights, target_ms=args.target_ms, reduction=args.reduction, delta_ratio=args.delta_ratio,
@@ -63,7 +65,8 @@ def _report(run_dir: Path, echo) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hwnas.cli import ArgumentParser, HelpFormatter
+    from evaluation.dense_task import TASKS
+    from hwnas.cli import ArgumentParser, HelpFormatter, add_latency_backend_options
     from netadapt.refine import RefineConfig
 
     default = RefineConfig(run_dir="", arch="")  # every default below is the configuration's own
@@ -110,10 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--train-resolution", type=int, default=ev.train["resolution_px"], help="training input resolution")
     d.add_argument("--holdout", type=int, default=ev.holdout, help="held-out training images for accuracy")
     d.add_argument("--train-subset", type=int, help="train on at most this many images")
+    d.add_argument("--task", choices=TASKS, default=ev.task,
+                   help="only classification for now: NetAdapt does not refine dense (segmentation/detection) "
+                        "networks yet")
     l = p.add_argument_group("latency")
     l.add_argument("--lut", help="latency table file (this device's if unset)")
     l.add_argument("--deploy-resolution", type=int, default=ev.deploy_resolution,
                    help="resolution at which latency is taken")
+    add_latency_backend_options(l)
     r = p.add_argument_group("execution and output")
     r.add_argument("--run-dir", help="run directory (runs/netadapt-<time> if unset)")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped refinement from its last iteration")

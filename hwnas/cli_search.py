@@ -11,7 +11,10 @@ from typing import Callable
 
 
 def cmd_search(args) -> int:
+    from evaluation.dense_task import METRIC_LABELS
     from evaluation.evaluate import EvalConfig
+    from hwnas.cli import latency_measure_options
+    from hwnas.cli_task import task_options
     from nas.search import PRESETS, SearchConfig, run_search
     from nas.searchers import parse_options
     from search_spaces.table import format_table
@@ -32,7 +35,8 @@ def cmd_search(args) -> int:
         eval_cfg = EvalConfig(dataset=args.dataset, data_dir=args.data_dir, holdout=args.holdout,
                               train_subset=args.train_subset, train=train, latency=args.latency, lut_path=args.lut,
                               deploy_resolution=args.deploy_resolution, split_seed=args.seed,
-                              evaluator=args.evaluator, supernet=args.supernet)
+                              evaluator=args.evaluator, supernet=args.supernet,
+                              measure=latency_measure_options(args), **task_options(args))
         run_dir = args.run_dir or f"runs/search-{time.strftime('%Y%m%d-%H%M%S')}"
         cfg = SearchConfig(
             run_dir=run_dir, space=args.space or preset.get("space", default.space), searcher=args.searcher,
@@ -57,7 +61,8 @@ def cmd_search(args) -> int:
         print("no architecture found: every trial failed (see trials.csv)")
         return 1
     m = outcome.found_metrics
-    print(f"found: trial {m['trial']} (id {m['arch_id']}): held-out accuracy {m['accuracy']:.4f}, "
+    label = METRIC_LABELS.get(m.get("metric"), "accuracy")
+    print(f"found: trial {m['trial']} (id {m['arch_id']}): held-out {label} {m['accuracy']:.4f}, "
           f"measured {m['latency_measured_ms']:.3f} ms at {m['deploy_resolution']}² (target {m['target_ms']:.2f} ms), "
           f"{m['params']:,} params, {m['madds'] / 1e6:.1f}M MAdds")
     print(format_table(outcome.found))
@@ -65,6 +70,10 @@ def cmd_search(args) -> int:
     weights = " found.pt," if (run / "found.pt").exists() else ""
     print(f"\nwrote {run}/: found.json,{weights} found_metrics.json, trials.csv, pareto.csv, log.txt"
           + (", report/report.html" if report else ""))
+    if m.get("task", "classification") != "classification":  # NetAdapt does not refine dense networks yet
+        if m["task"] == "segmentation":
+            print(f"next: python experiments/table7.py --run-dir {run}/table7 --searched {run}/found.json")
+        return 0
     print(f"next: netadapt refine --arch {run}/found.json" + (f" --weights {run}/found.pt" if weights else "")
           + " --reduction 0.2")
     return 0
@@ -84,7 +93,8 @@ def _write_report(run_dir: Path, references: bool, echo: Callable[[str], None] |
 def add_search_command(sub: argparse._SubParsersAction) -> None:
     from evaluation.accel import DEFAULT_DEVICE, DEVICES
     from evaluation.evaluators import EVALUATORS
-    from hwnas.cli import HelpFormatter
+    from hwnas.cli import HelpFormatter, add_latency_backend_options
+    from hwnas.cli_task import add_task_options
     from nas.search import LATENCY_MODES, SearchConfig
     from nas.searchers import BUDGET_RULE, SEARCHERS
     from search_spaces.spaces import SPACE_NAMES
@@ -142,6 +152,8 @@ def add_search_command(sub: argparse._SubParsersAction) -> None:
                                  "or one built on another device)")
     l.add_argument("--deploy-resolution", type=int, default=ev.deploy_resolution,
                    help="resolution at which latency is taken")
+    add_latency_backend_options(l)
+    add_task_options(p)
     r = p.add_argument_group("execution and output")
     r.add_argument("--run-dir", help="run directory (runs/search-<time> if unset)")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped search")

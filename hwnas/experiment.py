@@ -103,7 +103,7 @@ class ExperimentConfig:
     # purpose (NetAdapt's shorter run: max_iters, final_epochs, baseline).
     DATA = {"dataset": _SEARCH.eval.dataset, "data_dir": None, "deploy_resolution": _SEARCH.eval.deploy_resolution,
             "lut": None, "cpus_per_trial": _SEARCH.cpus_per_trial, "ray_address": None, "train_subset": None,
-            "measure": None}
+            "measure": None, "task": _SEARCH.eval.task, "dense": None}
     SEARCH = {"space": _SEARCH.space, "searcher": _SEARCH.searcher, "trials": _SEARCH.trials, "target_ms": None,
               "target_like": None, "alpha": _SEARCH.alpha, "beta": _SEARCH.beta, "seeds": _SEARCH.seeds,
               "steps": _SEARCH.eval.train["steps"], "batch_size": _SEARCH.eval.train["batch_size"],
@@ -148,6 +148,17 @@ class ExperimentConfig:
                     raise ExperimentError(f"{source}: [{section}] {k} must be {type(default).__name__}, got {v!r}")
                 values[k] = float(v) if isinstance(default, float) else v
             sections[section] = values
+        measure = sections["data"].get("measure")  # the latency backend and its settings (a MeasureConfig)
+        if measure is not None:
+            from latency.measure import MeasureConfig
+
+            if not isinstance(measure, dict):
+                raise ExperimentError(f"{source}: [data] measure must be a table, e.g. "
+                                      f"{{ backend = \"ort-cpu\", intra_op_threads = 2 }}, got {measure!r}")
+            try:
+                MeasureConfig.from_dict(measure)
+            except ValueError as e:
+                raise ExperimentError(f"{source}: [data] measure: {e}") from None
         final = sections.pop("final")
         if "seed" not in d.get("final", {}):
             final["seed"] = seed
@@ -181,6 +192,7 @@ class ExperimentConfig:
                                   f"got {s['evaluator']!r}")
         if s["supernet"] is not None and not isinstance(s["supernet"], str):
             raise ExperimentError(f"{source}: [search] supernet must be a file name, got {s['supernet']!r}")
+        self.check_task(source)
         if n["enabled"] and sum(n[k] is not None for k in ("target_ms", "target_like", "reduction")) != 1:
             raise ExperimentError(f"{source}: [netadapt] needs exactly one of target_ms, target_like and reduction")
         for section, key in (("search", "target_like"), ("netadapt", "target_like")):
@@ -195,6 +207,28 @@ class ExperimentConfig:
         for section, value in (("train", self.train["epochs"]), ("final", self.final.epochs)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ExperimentError(f"{source}: [{section}] epochs must be a positive number, got {value!r}")
+
+    def check_task(self, source: str) -> None:
+        """``[data] task`` (and ``dense``, a table of :class:`evaluation.dense_task.DenseTaskConfig` keys): a dense
+        task needs whole-network latency in the search and NetAdapt off (it does not refine dense networks yet)."""
+        from evaluation.dense_task import TaskError, check_task
+        from evaluation.evaluate import EvalConfig
+
+        d = self.data
+        if d["dense"] is not None and not isinstance(d["dense"], dict):
+            raise ExperimentError(f"{source}: [data] dense must be a table, e.g. {{ head = \"lraspp\" }}")
+        try:
+            check_task(EvalConfig(task=d["task"], dense=d["dense"] or {}, evaluator=self.search["evaluator"]))
+        except TaskError as e:
+            raise ExperimentError(f"{source}: [data] {e}") from None
+        if d["task"] == "classification":
+            return
+        if self.search["latency"] == "predicted":
+            raise ExperimentError(f"{source}: [search] latency = \"predicted\" does not cover dense heads yet; with "
+                                  f"[data] task = \"{d['task']}\" use \"measured\" or \"analytic\"")
+        if self.netadapt["enabled"]:
+            raise ExperimentError(f"{source}: [netadapt] enabled must be false with [data] task = \"{d['task']}\" "
+                                  "(NetAdapt does not refine dense networks yet)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -224,7 +258,7 @@ def eval_config(cfg: ExperimentConfig, holdout: int, train: dict, latency: str =
     return EvalConfig(dataset=d["dataset"], data_dir=d["data_dir"], holdout=holdout,
                       train_subset=train_subset or d["train_subset"], train=train, latency=latency,
                       lut_path=d["lut"], measure=d["measure"] or {}, deploy_resolution=d["deploy_resolution"],
-                      split_seed=cfg.seed)
+                      split_seed=cfg.seed, task=d["task"], dense=d["dense"] or {})
 
 
 def measure_row(spec: ArchSpec, eval_cfg, int8: bool = True, workdir: Path | None = None) -> dict:

@@ -56,6 +56,7 @@ ENVIRONMENT_FIELDS = (
     ("CPU", "device.cpu_model"), ("logical cores", "device.logical_cores"), ("CPUs", "environment.cpus"),
     ("platform", "environment.platform"),
     ("ONNX Runtime threads", "device.intra_op_threads"), ("training threads per trial", "search.eval.train.threads"),
+    ("latency backend", "device.backend"), ("latency provider", "device.provider"),
     ("concurrent trials", "search.workers"), ("python", "environment.python"), ("torch", "environment.torch"),
     ("onnxruntime", "environment.onnxruntime"), ("optuna", "environment.optuna"), ("ray", "environment.ray"),
     ("numpy", "environment.numpy"), ("seed", "search.seed"), ("dataset", "dataset.name"),
@@ -194,6 +195,13 @@ def load_runs(run_dirs: Sequence[str | Path]) -> list[Run]:
     return [load_run(p, label) for p, label in zip(paths, labels)]
 
 
+def metric_label(run: Run) -> str:
+    """What a search's "accuracy" is: ``accuracy``, or ``mIoU`` / ``mAP`` for a dense task (``--task``)."""
+    from evaluation.dense_task import metric_label as label
+
+    return label(_get(run.config, "search.eval.task") or "classification")
+
+
 def _get(config: dict, dotted: str):
     value = config
     for part in dotted.split("."):
@@ -229,7 +237,10 @@ def cannot_evaluate_references(run: Run) -> str | None:
         return "config.json lacks the search, dataset or target"
     device = run.config.get("device")
     measure = search.get("eval", {}).get("measure") or {}
-    here = json.loads(json.dumps(MeasureConfig.from_dict(measure).fingerprint().to_dict(), default=str))
+    try:
+        here = json.loads(json.dumps(MeasureConfig.from_dict(measure).fingerprint().to_dict(), default=str))
+    except ValueError as e:  # e.g. the run's latency backend (ort-cuda) is not available on this machine
+        return str(e)
     if device and device != here:
         return (f"this machine ({here.get('cpu_model')}, {here.get('intra_op_threads')} thread(s)) is not the run's "
                 f"device ({device.get('cpu_model')}, {device.get('intra_op_threads')} thread(s))")
@@ -274,6 +285,11 @@ def reference_table(run: Run, names: Sequence[str], shared: dict, echo: Callable
                        sort_keys=True)
     for i, name in enumerate(names):
         spec = references.get(name).replace(resolution=res, in_channels=channels, num_classes=classes)
+        if (_get(run.config, "search.eval.task") or "classification") != "classification":  # the run's head too
+            from evaluation.dense_task import with_head
+            from nas.search import SearchConfig
+
+            spec = with_head(spec, SearchConfig.from_dict(run.config["search"]).eval, classes)
         if ((cached["name"] == name) & (cached["arch_id"] == spec.arch_id)).any():
             continue
         key = (proxy, spec.arch_id)
@@ -476,15 +492,21 @@ def search_section(doc: Doc, run: Run, prefix: str, names: Sequence[str], shared
     front = pareto_table(run.trials)
     doc.heading("Accuracy vs latency", 3)
     fig = accuracy_latency_figure(run, front, refs)
+    metric = metric_label(run)
+    if metric != "accuracy":  # a dense task: the trials' "accuracy" column is this metric
+        fig.axes[0].set_ylabel(f"held-out {metric} (mosaics)")
+        front = front.rename(columns={"accuracy": metric})
+        refs = refs.rename(columns={"accuracy": metric})
     doc.figure(fig, f"{prefix}accuracy_latency.png", accuracy_latency_caption(fig, run.config.get("target_ms")))
     if why_not:
         doc.text(f"Reference networks not evaluated: {why_not}.")
     elif not len(refs):
         doc.text(f"This report has no reference networks: `nas report {run.path}` trains them with this run's proxy "
                  "and timing (minutes) and adds them.")
-    doc.table(front, f"{prefix}pareto.csv", "Pareto front (accuracy ↑, latency ↓).")
+    doc.table(front, f"{prefix}pareto.csv", f"Pareto front ({metric} ↑, latency ↓).")
     if len(refs):
-        doc.table(refs[list(REFERENCE_COLUMNS)], f"{prefix}references.csv",
+        columns = [metric if c == "accuracy" else c for c in REFERENCE_COLUMNS]
+        doc.table(refs[columns], f"{prefix}references.csv",
                   "Reference networks, same proxy training and latency as the trials.")
 
     doc.heading("Predicted vs measured latency", 3)
@@ -521,7 +543,10 @@ def _found_line(spec: ArchSpec, m: dict) -> str:
     line = (f"{spec.name} (id {spec.arch_id}, {spec.resolution}²×{spec.in_channels} input, {spec.num_classes} "
             f"classes): {c.params:,} params, {c.madds / 1e6:.2f}M MAdds")
     if m.get("accuracy") is not None:
-        line += f"; trial {m.get('trial')}, held-out accuracy {m['accuracy']:.4f}"
+        from evaluation.dense_task import METRIC_LABELS
+
+        metric = METRIC_LABELS.get(m.get("metric"), "accuracy")  # dense tasks: mIoU / mAP
+        line += f"; trial {m.get('trial')}, held-out {metric} {m['accuracy']:.4f}"
     if m.get("latency_measured_ms") is not None:
         line += f", measured {m['latency_measured_ms']:.3f} ms"
     if m.get("latency_predicted_ms") is not None:

@@ -1,23 +1,27 @@
 """Per-layer latency lookup table (LUT) with a calibrated whole-network predictor.
 
 Entries are keyed by :class:`search_spaces.walk.LayerKey` — the same walk that counts costs and
-builds the torch modules — and each is measured on demand as a standalone ONNX model of that one
-layer (:func:`layer_onnx`). A missing entry is measured, never guessed; when the table belongs to
-another device (its fingerprint differs from this machine's), measuring is impossible and
-:class:`MissingEntryError` names the entry.
+builds the torch modules — and each is measured on demand as a small ONNX model
+(:func:`layer_onnx`): a block *in context*, after its context layer (a 1×1 conv + BN with the
+block's input width, :func:`latency.lut_store.context_key`), which is an entry too; the stem, pools
+and linear layers alone. A block's cost is its entry minus its context layer's. A missing entry is
+measured, never guessed; when the table belongs to another device (its fingerprint differs from
+this machine's), measuring is impossible and :class:`MissingEntryError` names the entry.
 
-Why a calibration: with ``ORT_ENABLE_ALL``, ONNX Runtime's layout optimizations
-(https://onnxruntime.ai/docs/performance/model-optimizations/graph-optimizations.html) convert each
-isolated layer to the blocked NCHWc layout and back, which a whole network does only at its edges.
-So the plain sum of isolated layers is biased: in a one-off measurement on the development VM (a
-shared 2-vCPU AVX-512 Xeon) it overestimated ten MnasNet-like networks by 11–18 % while ranking them
-right (Kendall τ 0.96), and the bias depends on the operator (conv-heavy networks run slower than
-their sum, MBConv-heavy ones faster). :class:`latency.lut_store.Calibration` corrects it with one
-factor per kind of layer plus a term in the size of the converted tensors, fitted on measured whole
-networks (a single scale below ``MIN_POINTS_PER_GROUP_FIT`` of them) and stored in the table with
-its leave-one-out error; its accuracy on unseen architectures is in the README's "Measured results"
-(``experiments/bench_latency.py``). The fixed cost of one ``run()`` call (``overhead_ms``, measured
-on a one-node graph) is subtracted from every entry and added once.
+Why in context: with ``ORT_ENABLE_ALL``, ONNX Runtime's layout optimizations
+(https://onnxruntime.ai/docs/performance/model-optimizations/graph-optimizations.html) run
+convolutions in a blocked layout; an isolated layer converts its input into it and its output back,
+which a whole network does only at its ends (on the development VM, a shared 2-vCPU AVX-512 Xeon,
+the plain sum of isolated layers overestimated ten MnasNet-like networks by 11–18 %). After a
+context layer, the block reads its input as in a network, the input conversions cancel in the
+difference and the output conversions telescope along the network. What the sum still misses —
+each layer's weights are evicted by the others' inside a network but warm in a repeated entry, and
+the network's ends — :class:`latency.lut_store.Calibration` corrects: one factor per kind of layer
+plus terms in the network's weights and tensor sizes, fitted on measured whole networks (a single
+scale below ``MIN_POINTS_PER_GROUP_FIT`` of them) and stored in the table with its leave-one-out
+error; its accuracy on unseen architectures is in the README's "Measured results"
+(``experiments/bench_lut_accuracy.py``). The fixed cost of one ``run()`` call (``overhead_ms``,
+measured on a one-node graph) is subtracted from every entry measured alone and added once.
 Whole networks for the calibration and the validation can be measured against an anchor network
 (:func:`measure_anchored`), so that the host's drift does not enter the fit or the error.
 """
@@ -27,13 +31,26 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
-from latency.lut_store import IO_MELEMS, Calibration, TableStore, canonical_key, group_sums, io_melems, raw_sum_ms
+from latency.lut_store import (
+    GROUPS,
+    IO_MELEMS,
+    MPARAMS,
+    Calibration,
+    TableStore,
+    canonical_key,
+    context_fields,
+    context_key,
+    group_of,
+    io_melems,
+    layer_params,
+)
 from latency.measure import LatencyError, MeasureConfig, measure_onnx, measure_pair
 from search_spaces.progress import PROGRESS_EVERY_S
 from search_spaces.spec import ArchSpec
@@ -54,8 +71,8 @@ class Prediction:
 
     Attributes:
         latency_ms: calibrated prediction.
-        raw_sum_ms: Σ(entry − overhead) + overhead, before the calibration.
-        layer_ms: per-layer entry latencies (overhead removed), in walk order.
+        raw_sum_ms: Σ layer cost + overhead, before the calibration.
+        layer_ms: per-layer costs (entry minus its context layer's entry, or minus the overhead), in walk order.
         calibrated: whether a fitted calibration was applied.
         measured_now: entries that were missing and measured during this call.
     """
@@ -73,18 +90,57 @@ def layer_input_shape(key: LayerKey) -> tuple[int, ...]:
     return (1, key.in_channels, key.resolution, key.resolution)
 
 
-def layer_onnx(key: LayerKey) -> bytes:
-    """A standalone ONNX model of one layer (fixed-seed weights; latency does not depend on them)."""
+@functools.lru_cache(maxsize=1 << 16)
+def layer_context(key: LayerKey) -> LayerKey | None:
+    """The context layer ``key``'s entry is measured after (:func:`latency.lut_store.context_key`), or None."""
+    d = key.to_dict()
+    if context_key(d) is None:
+        return None
+    fields = context_fields(key.in_channels, "dilation" in d)
+    return dataclasses.replace(key, **{**fields, "kind": LayerKind(fields["kind"])})
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def key_facts(key: LayerKey) -> tuple[LayerKey | None, str, float, float]:
+    """(context layer or None, calibration group, io_melems, mparams) of one layer key (computed once)."""
+    d = key.to_dict()
+    return layer_context(key), group_of(d["kind"]), io_melems([d]), layer_params(d) / 1e6
+
+
+def entry_keys(keys: Iterable[LayerKey]) -> list[LayerKey]:
+    """The entries ``keys`` need: each key's context layer (first), then the key; no repeats."""
+    out: dict[LayerKey, None] = {}
+    for key in keys:
+        ctx = layer_context(key)
+        if ctx is not None:
+            out[ctx] = None
+        out[key] = None
+    return list(out)
+
+
+def layer_module(key: LayerKey):
+    """The torch module of one table entry: the layer, after its context layer if it has one
+    (fixed-seed weights; latency does not depend on them)."""
     import torch
+    from torch import nn
 
     from search_spaces.builder import build_layer
-    from search_spaces.export import export_module_bytes
 
     role = Role.POOL if key.kind is LayerKind.POOL else Role.BLOCK
+    ctx = layer_context(key)
     with torch.random.fork_rng():
         torch.manual_seed(0)
         module = build_layer(LayerShape(0, role, None, key))
-    return export_module_bytes(module, layer_input_shape(key))
+        if ctx is not None:
+            module = nn.Sequential(build_layer(LayerShape(0, Role.BLOCK, None, ctx)), module)
+    return module
+
+
+def layer_onnx(key: LayerKey) -> bytes:
+    """The ONNX model of one table entry (:func:`layer_module`), input :func:`layer_input_shape`."""
+    from search_spaces.export import export_module_bytes
+
+    return export_module_bytes(layer_module(key), layer_input_shape(key))
 
 
 def _overhead_onnx() -> bytes:
@@ -153,12 +209,13 @@ class LatencyTable:
         return {k: self._cache.get(k) for k in keys}
 
     def missing(self, keys: Iterable[LayerKey]) -> list[LayerKey]:
-        unique = list(dict.fromkeys(keys))
+        """The entries ``keys`` need (with their blocks' context layers, :func:`entry_keys`) that are absent."""
+        unique = entry_keys(keys)
         found = self.lookup(unique)
         return [k for k in unique if found[k] is None]
 
     def ensure(self, keys: Iterable[LayerKey], progress: Callable[[int, int], None] | None = None) -> int:
-        """Measure every missing entry among ``keys``; returns how many were measured."""
+        """Measure every missing entry ``keys`` need (their context layers too); returns how many were measured."""
         todo = self.missing(keys)
         if todo and not self.can_measure:
             k = todo[0]
@@ -181,18 +238,30 @@ class LatencyTable:
     # -- prediction --------------------------------------------------------------------------------
     def raw_sum(self, spec: ArchSpec, resolution: int | None = None, measure_missing: bool = True
                 ) -> tuple[float, tuple[float, ...], dict[str, float], int]:
-        """(Σ(entry − overhead) + overhead, per-layer ms, per-group sums and io_melems, entries measured now)."""
-        layers = walk(spec, resolution)
-        keys = [layer.key for layer in layers]
+        """(Σ layer cost + overhead, per-layer cost, the calibration's sums, entries measured now).
+
+        A layer's cost is its entry minus its context layer's entry, or minus ``overhead_ms`` for a
+        layer measured alone (:func:`latency.lut_store.layer_costs`); the sums are those of
+        :func:`latency.lut_store.network_sums`.
+        """
+        keys = [layer.key for layer in walk(spec, resolution)]
         measured = self.ensure(keys) if measure_missing else 0
-        found = self.lookup(keys)
-        absent = [k for k in keys if found[k] is None]
+        needed = entry_keys(keys)
+        found = self.lookup(needed)
+        absent = [k for k in needed if found[k] is None]
         if absent:
             raise MissingEntryError(f"latency table {self.path} lacks {describe_key(absent[0])}")
-        raw, layer_ms = raw_sum_ms([found[k] for k in keys], self.overhead_ms)
-        sums = group_sums([k.kind.value for k in keys], layer_ms)
-        sums[IO_MELEMS] = io_melems(k.to_dict() for k in keys)
-        return raw, layer_ms, sums, measured
+        # What latency.lut_store.layer_costs and network_sums compute from key dicts (the device
+        # script's path), here from per-key facts computed once per process: a prediction stays < 1 ms.
+        facts = [key_facts(k) for k in keys]
+        layer_ms = tuple(max(found[k] - (found[ctx] if ctx is not None else self.overhead_ms), 0.0)
+                         for k, (ctx, _, _, _) in zip(keys, facts))
+        sums = dict.fromkeys(GROUPS, 0.0)
+        for (_, group, _, _), ms in zip(facts, layer_ms):
+            sums[group] += ms
+        sums[IO_MELEMS] = sum(f[2] for f in facts)
+        sums[MPARAMS] = sum(f[3] for f in facts)
+        return sum(layer_ms) + self.overhead_ms, layer_ms, sums, measured
 
     def predict(self, spec: ArchSpec, resolution: int | None = None, measure_missing: bool = True) -> Prediction:
         """Calibrated latency of ``spec`` at ``resolution`` (default: the spec's) in ms."""
@@ -298,7 +367,71 @@ def describe_key(key: LayerKey) -> str:
 # Tables for other devices: a bundle of ONNX files measured there by latency/device_lut.py
 # ------------------------------------------------------------------------------------------------
 
-BUNDLE_SOURCES = ("measure.py", "device.py", "lut_store.py", "device_lut.py")
+BUNDLE_SOURCES = ("measure.py", "backends.py", "device.py", "lut_store.py", "device_lut.py")
+BUNDLE_VERSION = 2  # 2: graphs without their large weights (filled on the device); 1: weights inline
+#: Initializers of at least this many bytes leave the bundle (their size and type stay in the manifest);
+#: smaller ones (biases of narrow layers, int8 scales and zero points, shapes) stay in the graph.
+WEIGHTS_INLINE_BYTES = 1024
+_EXTERNAL_ALIGN = 64
+# Inputs that are quantization parameters (scales, zero points): they stay in the graph whatever their size,
+# because their values matter (a scale must be positive) and per-channel ones are small. Other QLinear*
+# operators take (x, then scales and zero points only).
+_QUANT_PARAM_SLOTS = {"QuantizeLinear": {1, 2}, "DequantizeLinear": {1, 2}, "QLinearConv": {1, 2, 4, 5, 6, 7},
+                      "QLinearMatMul": {1, 2, 4, 5, 6, 7}, "QLinearAdd": {1, 2, 4, 5, 6, 7},
+                      "QLinearMul": {1, 2, 4, 5, 6, 7}, "QGemm": {1, 2, 4, 5, 7, 8}}
+
+
+def _quant_params(graph) -> set[str]:
+    names = set()
+    for node in graph.node:
+        slots = _QUANT_PARAM_SLOTS.get(node.op_type)
+        if slots is None and node.op_type.startswith("QLinear"):
+            slots = set(range(1, len(node.input)))
+        names.update(name for i, name in enumerate(node.input) if slots and i in slots)
+    return names
+
+
+def strip_weights(model: bytes, location: str, inline_bytes: int = WEIGHTS_INLINE_BYTES) -> tuple[bytes, dict | None]:
+    """A copy of an ONNX model whose large initializers are ONNX external data that is not written.
+
+    Each initializer of at least ``inline_bytes`` bytes (scales and zero points of quantized models
+    excepted) becomes external data (``location``, offset,
+    length; https://onnx.ai/onnx/repo-docs/ExternalData.html) and its bytes are dropped. Returns the
+    model and the recipe to recreate the file, ``{"file", "bytes", "tensors": [{"name", "offset",
+    "length", "data_type", "dims"}]}`` (None if nothing was large), which ``device_lut.fill_weights``
+    fills with random values of the same type and shape before the model is loaded. So ONNX Runtime
+    sees ordinary constant initializers (pre-packing and fusions as in deployment) while the bundle
+    carries only graphs; latency does not depend on the weights' values.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load_model_from_string(model)
+    keep = _quant_params(proto.graph)
+    tensors, offset = [], 0
+    for tensor in proto.graph.initializer:
+        if tensor.name in keep:
+            continue
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            raise LatencyError(f"strip_weights: initializer {tensor.name!r} is already external data")
+        if not tensor.HasField("raw_data"):
+            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor), tensor.name))
+        length = len(tensor.raw_data)
+        if length < inline_bytes:
+            continue
+        offset = -(-offset // _EXTERNAL_ALIGN) * _EXTERNAL_ALIGN
+        tensors.append({"name": tensor.name, "offset": offset, "length": length, "data_type": tensor.data_type,
+                        "dims": list(tensor.dims)})
+        tensor.ClearField("raw_data")
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        del tensor.external_data[:]
+        for k, v in (("location", location), ("offset", str(offset)), ("length", str(length))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = k, v
+        offset += length
+    if not tensors:
+        return model, None
+    return proto.SerializeToString(), {"file": location, "bytes": offset, "tensors": tensors}
 
 
 def export_bundle(keys: Iterable[LayerKey], networks: Sequence[ArchSpec], out_dir: str | Path,
@@ -306,8 +439,10 @@ def export_bundle(keys: Iterable[LayerKey], networks: Sequence[ArchSpec], out_di
     """Write everything another device needs to build its table with onnxruntime + numpy only.
 
     The folder holds ``manifest.json`` (entries with their keys and files; whole networks with the
-    keys of their layers, for the calibration), the ONNX files, the measurement code of this
-    package, and ``device_lut.py`` to run there: ``python3 device_lut.py BUNDLE --out table.sqlite``.
+    keys of their layers, for the calibration; for each model the recipe of its weights), the ONNX
+    graphs without their large weights (:func:`strip_weights`; the device fills them with random
+    values before measuring), the measurement code of this package, and ``device_lut.py`` to run
+    there: ``python3 device_lut.py BUNDLE --out table.sqlite``.
     """
     import json
     import shutil
@@ -321,28 +456,35 @@ def export_bundle(keys: Iterable[LayerKey], networks: Sequence[ArchSpec], out_di
     (out / "latency").mkdir(exist_ok=True)
     # The calibration networks' own layers are entries too, so their layer sums can be formed.
     keys = set(keys) | {layer.key for spec in networks for layer in walk(spec, resolution or spec.resolution)}
+    keys = set(entry_keys(keys))  # with the context layers blocks are measured after
     keys = sorted(keys, key=lambda k: canonical_key(k.to_dict()))
     total = len(keys) + len(networks)
+
+    def write(name: str, model: bytes) -> dict | None:
+        graph, weights = strip_weights(model, Path(name).name + ".weights")
+        atomic_write_bytes(out / name, graph)
+        return weights
+
     entries = []
     for i, key in enumerate(keys):
         name = f"entries/{i:05d}.onnx"
-        atomic_write_bytes(out / name, layer_onnx(key))
-        entries.append({"key": key.to_dict(), "file": name})
+        entries.append({"key": key.to_dict(), "file": name, "weights": write(name, layer_onnx(key))})
         if progress:
             progress(i + 1, total)
     nets = []
     for j, spec in enumerate(networks):
         res = resolution or spec.resolution
         name = f"networks/{j:03d}_{spec.name or spec.arch_id}.onnx"
-        export_onnx(spec, out / name, resolution=res)
+        weights = write(name, export_onnx(spec, resolution=res))
         layer_keys = [canonical_key(layer.key.to_dict()) for layer in walk(spec, res)]
         nets.append({"arch_id": spec.replace(resolution=res).arch_id, "name": spec.name, "resolution": res,
-                     "file": name, "layer_keys": layer_keys})
+                     "file": name, "weights": weights, "layer_keys": layer_keys})
         if progress:
             progress(len(keys) + j + 1, total)
     atomic_write_bytes(out / "overhead.onnx", _overhead_onnx())
-    manifest = {"bundle_version": 1, "entries": entries, "networks": nets, "overhead": "overhead.onnx"}
-    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1))
+    manifest = {"bundle_version": BUNDLE_VERSION, "precision": "fp32", "entries": entries, "networks": nets,
+                "overhead": "overhead.onnx"}
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, separators=(",", ":")))
     here = Path(__file__).parent
     for src in BUNDLE_SOURCES:
         target = out / ("device_lut.py" if src == "device_lut.py" else f"latency/{src}")

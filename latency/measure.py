@@ -13,8 +13,9 @@ a script were one-off measurements on the development VM (a shared 2-vCPU AVX-51
 * explicit session options (threads, ``ORT_SEQUENTIAL``, optimization level, CPU provider);
 * warm-up of at least ``warmup_runs`` runs *and* ``warmup_min_s`` seconds;
 * every ``run()`` timed on its own with ``perf_counter_ns``; all samples kept;
-* the **median** is the primary number, with p10, p90, CV, an outlier share and a
-  distribution-free confidence interval for the median;
+* ``sessions`` sessions (each created afresh and warmed up) timed in turn; the **median** of
+  their medians is the primary number, with a distribution-free CI over the session medians, and
+  p10, p90, CV and an outlier share of all samples;
 * sequential stopping: stop as soon as the CI of the median is tight enough, or at
   ``max_runs`` / ``time_cap_s``;
 * a quality flag when p90/median > 1.5: two processes sharing one core leave the median alone
@@ -36,13 +37,17 @@ Statistics (all in pure functions, unit-tested on synthetic samples):
   of A and the adjacent burst of B are resampled together, which keeps the common drift of the
   host inside each pair so that it cancels in the ratio), seeded, ``bootstrap_reps`` replicates.
 
-What the CI means: it is the sampling precision of the median *within this measurement window*,
-assuming the samples in the window are exchangeable. On a shared host the latency drifts over
-seconds to minutes (one-off, development VM: the CV of window medians stayed at 3-5 % for windows
-of 10 to 2,000 runs; README "Measured results": whole networks re-measured 15 minutes apart differed
-by a median 2.3 %, at most 35 %), which no within-window CI can see. Use :func:`measure_pair`
-against a reference network when 1 % differences matter; ``experiments/bench_measure.py`` compares
-the reported CIs with the observed spread across repeated measurements.
+What the CI means: a single session's samples give the sampling precision of the median *within
+that session* only. Runs of the same network in separate processes differed by far more than that
+interval (one-off, development VM: six runs of a 6 ms network, medians 6.04-6.50 ms, each with a
+95 % CI of about +-0.5 %): the level of a session (its memory placement, its set-up, the host's
+state while it ran) is a random effect that its own samples cannot see. So :func:`measure_onnx`
+times ``MeasureConfig.sessions`` freshly created sessions in turn and reports the median of their
+medians with the order-statistic CI over them (:func:`session_interval`), which contains the
+between-session spread; ``experiments/bench_interval.py`` checks its coverage across independent
+processes. Drift over minutes (README "Measured results": whole networks re-measured 15 minutes
+apart differed by a median 2.3 %, at most 35 %) is outside any one measurement's window; use
+:func:`measure_pair` against a reference network when 1 % differences matter.
 """
 
 from __future__ import annotations
@@ -74,7 +79,9 @@ __all__ = [
     "measure_onnx",
     "measure_pair",
     "median_ci_ranks",
+    "model_op_types",
     "paired_ratio_ci",
+    "session_interval",
     "summarize",
 ]
 
@@ -93,7 +100,6 @@ _GRAPH_OPT_LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
 _PRECISIONS = ("fp32", "int8")
-_BACKENDS = ("ort-cpu",)
 _PROVIDER = "CPUExecutionProvider"
 
 #: Operator types whose presence marks a model as quantized (QDQ or QOperator format).
@@ -145,7 +151,9 @@ class MeasureConfig:
     """How to measure. Frozen, JSON round-trippable, validated on construction.
 
     Attributes:
-        backend: Only ``"ort-cpu"`` (ONNX Runtime, CPU execution provider).
+        backend: What times the model (:data:`latency.backends.BACKENDS`, described in
+            :mod:`latency.backends`): ``"ort-cpu"`` (the default: ONNX Runtime's CPU execution
+            provider), ``"ort-cuda"``, ``"ort-tensorrt"``, ``"command"`` or ``"ray-node"``.
         intra_op_threads: ORT intra-op threads; 1 (the default) means no thread pool at all.
         inter_op_threads: ORT inter-op threads (sequential execution uses none beyond 1).
         graph_optimization: ``"disable"``, ``"basic"``, ``"extended"`` or ``"all"``. Must match
@@ -175,6 +183,23 @@ class MeasureConfig:
         min_pairs: :func:`measure_pair` only: pairs of bursts before the first stopping check.
         max_pairs: :func:`measure_pair` only: hard limit on pairs of bursts.
         bootstrap_reps: :func:`measure_pair` only: bootstrap replicates for the ratio CI.
+        sessions: :func:`measure_onnx` only: how many ONNX Runtime sessions (each created afresh,
+            with fresh input buffers, warmed up and timed in turn) one measurement times. The
+            reported median and CI are those of the session medians, so the CI covers the
+            between-session component (memory placement, session set-up, the host's state) that
+            one session's samples cannot see; ``min_runs`` applies to each session, ``max_runs``,
+            ``time_cap_s`` and ``warmup_min_s`` to the whole measurement. 1 = the single-session
+            protocol (its CI is the within-session one).
+        command: ``"command"`` only: the command template; ``{onnx}`` (required) becomes the model
+            file, ``{input_shape}`` its input shape (``1,3,224,224``); it prints the latency in ms.
+        command_timeout_s: ``"command"`` only: limit in seconds on one run of the command.
+        command_repeats: ``"command"`` only: runs per measurement; the median is the latency.
+        command_max_ms: ``"command"`` only: a printed latency at or above this is refused as absurd.
+        device: ``"ray-node"``: the device whose node measures (Ray resource ``latency:<device>``);
+            ``"command"``: a name for the target device (its fingerprint's ``cpu_model``, so its table
+            and lock); else None.
+        node_timeout_s: ``"ray-node"`` only: how long a measurement waits for a node offering the
+            device's resource before it fails.
     """
 
     backend: str = "ort-cpu"
@@ -200,6 +225,13 @@ class MeasureConfig:
     min_pairs: int = 25
     max_pairs: int = 1000
     bootstrap_reps: int = 500
+    sessions: int = 6
+    command: str | None = None
+    command_timeout_s: float = 60.0
+    command_repeats: int = 3
+    command_max_ms: float = 100_000.0
+    device: str | None = None
+    node_timeout_s: float = 300.0
 
     def __post_init__(self) -> None:
         def fail(field: str, allowed: str) -> None:
@@ -207,8 +239,32 @@ class MeasureConfig:
                 f"MeasureConfig.{field}={getattr(self, field)!r} is invalid; allowed: {allowed}"
             )
 
-        if self.backend not in _BACKENDS:
-            fail("backend", ", ".join(_BACKENDS))
+        from latency.backends import BACKENDS, DEVICE_NAME, check_provider
+
+        if self.backend not in BACKENDS:
+            fail("backend", ", ".join(BACKENDS))
+        if self.backend == "command":
+            if not isinstance(self.command, str) or "{onnx}" not in self.command:
+                fail("command", "a command template containing {onnx} (and optionally {input_shape}), "
+                     "e.g. 'bench.sh {onnx} {input_shape}'")
+        elif self.command is not None:
+            fail("command", "None unless backend='command'")
+        if self.backend == "ray-node" and not (isinstance(self.device, str) and DEVICE_NAME.match(self.device)):
+            fail("device", "a device name of letters, digits, '_', '.' or '-' (ray-node measures on the node "
+                 "offering the Ray resource latency:<device>)")
+        if self.device is not None and (self.backend not in ("command", "ray-node")
+                                        or not (isinstance(self.device, str) and DEVICE_NAME.match(self.device))):
+            fail("device", "None, or with backend 'command' or 'ray-node' a name of letters, digits, '_', '.' or '-'")
+        if not _is_int(self.command_repeats) or self.command_repeats < 1:
+            fail("command_repeats", "an integer >= 1")
+        for name in ("command_timeout_s", "command_max_ms"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                fail(name, "a finite number > 0")
+        if isinstance(self.node_timeout_s, bool) or not isinstance(self.node_timeout_s, (int, float)) \
+                or not 0 <= self.node_timeout_s < math.inf:
+            fail("node_timeout_s", "seconds >= 0")
+        check_provider(self.backend)
         if self.graph_optimization not in _GRAPH_OPT_LEVELS:
             fail("graph_optimization", ", ".join(_GRAPH_OPT_LEVELS))
         if self.precision not in _PRECISIONS:
@@ -244,6 +300,8 @@ class MeasureConfig:
             fail("lock_timeout_s", "seconds >= 0 or None")
         if not _is_int(self.seed):
             fail("seed", "an integer")
+        if not _is_int(self.sessions) or not 1 <= self.sessions <= self.max_runs:
+            fail("sessions", f"an integer in [1, max_runs={self.max_runs}]")
         if self.pin_cpu is not None:
             if not _is_int(self.pin_cpu) or self.pin_cpu < 0:
                 fail("pin_cpu", "None or a core index >= 0")
@@ -252,15 +310,18 @@ class MeasureConfig:
 
     def fingerprint(self, precision: str | None = None) -> DeviceFingerprint:
         """Device fingerprint for this configuration (``precision`` overrides the field)."""
-        return device_fingerprint(
+        from latency.backends import PROVIDERS, backend_fingerprint
+
+        fingerprint = device_fingerprint(
             backend=self.backend,
             intra_op_threads=self.intra_op_threads,
             inter_op_threads=self.inter_op_threads,
             allow_spinning=self.allow_spinning,
             graph_optimization=self.graph_optimization,
             precision=precision or self.precision,
-            provider=_PROVIDER,
+            provider=PROVIDERS.get(self.backend, _PROVIDER),
         )
+        return backend_fingerprint(self, fingerprint)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -424,6 +485,37 @@ def summarize(
     )
 
 
+def session_interval(
+    session_medians_ms: Any, confidence: float = 0.95
+) -> tuple[float, float, float, float]:
+    """Median of per-session medians and its distribution-free CI: a random-effects interval.
+
+    Each session (a freshly created ONNX Runtime session, timed for a while) has its own level:
+    the host's state, where its buffers landed in memory, how it was set up. A CI built from one
+    session's samples is the precision of *that* level; the spread of independent session medians
+    contains both the between-session and the within-session components. The interval is the
+    order-statistic CI of :func:`median_ci_ranks` applied to the session medians, so it assumes
+    only that sessions are exchangeable (6 sessions: ``[min, max]``, coverage 96.9 %).
+
+    Args:
+        session_medians_ms: The median latency of each session (>= 1 values, finite, > 0).
+        confidence: Desired coverage.
+
+    Returns:
+        ``(median, ci_low, ci_high, coverage)``, coverage as in :func:`median_ci_ranks`.
+
+    Raises:
+        ValueError: Empty, non-finite or non-positive medians.
+    """
+    values = np.sort(np.asarray(session_medians_ms, dtype=np.float64))
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"session_interval: need a non-empty 1-D sequence, got shape {values.shape}")
+    if not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise ValueError("session_interval: session medians must be finite and > 0")
+    lo, hi, coverage = median_ci_ranks(int(values.size), confidence)
+    return float(np.median(values)), float(values[lo]), float(values[hi]), coverage
+
+
 def _median_rel_half_width(samples_ns: list[int], confidence: float) -> float:
     """Cheap version of ``summarize(...).rel_ci_half_width`` for the stopping rule."""
     ordered = np.sort(np.asarray(samples_ns, dtype=np.float64))
@@ -499,8 +591,9 @@ class Measurement:
         warmup_runs: Untimed runs done before timing.
         timed_s: Duration of the timed phase (includes stopping-rule checks).
         wall_s: Whole call, including session creation and waiting for the lock.
-        converged: ``rel_ci_half_width <= target_rel_ci`` and ``n_samples >= min_runs``.
-        stop_reason: ``"ci_target"``, ``"max_runs"`` or ``"time_cap"``.
+        converged: ``rel_ci_half_width <= target_rel_ci`` and every session has ``min_runs`` runs.
+        stop_reason: ``"ci_target"``, ``"max_runs"`` or ``"time_cap"`` (with several sessions:
+            ``"ci_target"`` if every session reached it, else the cap one of them hit).
         precision: ``"fp32"`` or ``"int8"``.
         fingerprint: Device and runtime settings of the measurement.
         pinned_cpu: Core the thread was pinned to, or None.
@@ -508,6 +601,15 @@ class Measurement:
         model_sha256: First 16 hex digits of the SHA-256 of the model bytes.
         samples_ns: Every timed sample in ns, in time order (empty if not kept).
         schema_version: Version of this record's layout.
+        sessions: Sessions timed (``MeasureConfig.sessions``).
+        session_medians_ms: Median of each session, in order; ``median_ms`` is their median.
+        session_runs: Timed runs of each session (``samples_ns`` is their concatenation).
+        within_ci_low_ms, within_ci_high_ms: Order-statistic CI of the median of all samples
+            pooled: the within-session precision only (with one session, the reported CI).
+        between_session_cv: CV of the session medians (0 with one session).
+
+    With one session, ``ci_low_ms``/``ci_high_ms`` is the within-session interval; with several,
+    the interval over the session medians (:func:`session_interval`).
     """
 
     median_ms: float
@@ -536,6 +638,12 @@ class Measurement:
     model_sha256: str
     samples_ns: tuple[int, ...] = ()
     schema_version: int = _SCHEMA_VERSION
+    sessions: int = 1
+    session_medians_ms: tuple[float, ...] = ()
+    session_runs: tuple[int, ...] = ()
+    within_ci_low_ms: float | None = None
+    within_ci_high_ms: float | None = None
+    between_session_cv: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (nested fingerprint as a dict, tuples as lists)."""
@@ -543,6 +651,8 @@ class Measurement:
         data["fingerprint"] = self.fingerprint.to_dict()
         data["input_shapes"] = [[name, list(shape)] for name, shape in self.input_shapes]
         data["samples_ns"] = list(self.samples_ns)
+        data["session_medians_ms"] = list(self.session_medians_ms)
+        data["session_runs"] = list(self.session_runs)
         return data
 
     @classmethod
@@ -554,6 +664,8 @@ class Measurement:
             (str(name), tuple(int(d) for d in shape)) for name, shape in kwargs["input_shapes"]
         )
         kwargs["samples_ns"] = tuple(int(v) for v in kwargs.get("samples_ns", ()))
+        kwargs["session_medians_ms"] = tuple(float(v) for v in kwargs.get("session_medians_ms", ()))
+        kwargs["session_runs"] = tuple(int(v) for v in kwargs.get("session_runs", ()))
         return cls(**kwargs)
 
 
@@ -696,21 +808,100 @@ def _session_options(cfg: MeasureConfig) -> ort.SessionOptions:
     return options
 
 
-def _model_op_types(data: bytes, label: str) -> set[str]:
-    import onnx  # local: only needed for the precision check
+def _proto_fields(data: memoryview) -> Iterator[tuple[int, int, Any]]:
+    """The fields of one serialized protobuf message: ``(number, wire_type, value)``.
 
+    ``value`` is an int for varints and a ``memoryview`` for length-delimited fields (sub-messages,
+    strings, packed arrays); 32- and 64-bit fields come back as their raw bytes. Just enough of the
+    wire format (https://protobuf.dev/programming-guides/encoding/) to read an ONNX graph's operator
+    types without the ``onnx`` package, which a device with only onnxruntime + numpy lacks.
+    """
+    pos, end = 0, len(data)
+
+    def varint() -> int:
+        nonlocal pos
+        value, shift = 0, 0
+        while True:
+            if pos >= end or shift > 63:
+                raise ValueError("truncated varint")
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value
+            shift += 7
+
+    while pos < end:
+        tag = varint()
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            yield number, wire, varint()
+            continue
+        size = {1: 8, 5: 4}.get(wire)
+        if wire == 2:
+            size = varint()
+        elif size is None:
+            raise ValueError(f"unsupported wire type {wire}")
+        if pos + size > end:
+            raise ValueError("truncated field")
+        yield number, wire, data[pos : pos + size]
+        pos += size
+
+
+# Field numbers of onnx.proto (https://github.com/onnx/onnx/blob/main/onnx/onnx.proto).
+_MODEL_GRAPH, _MODEL_FUNCTIONS = 7, 25
+_GRAPH_NODE, _FUNCTION_NODE = 1, 7
+_NODE_OP_TYPE, _NODE_ATTRIBUTE = 4, 5
+_ATTRIBUTE_GRAPH, _ATTRIBUTE_GRAPHS = 6, 11
+
+
+def _node_op_types(node: memoryview, ops: set[str]) -> None:
+    for number, wire, value in _proto_fields(node):
+        if wire != 2:
+            continue
+        if number == _NODE_OP_TYPE:
+            ops.add(bytes(value).decode("utf-8"))
+        elif number == _NODE_ATTRIBUTE:  # subgraphs of If/Loop/Scan
+            for a_number, a_wire, a_value in _proto_fields(value):
+                if a_wire == 2 and a_number in (_ATTRIBUTE_GRAPH, _ATTRIBUTE_GRAPHS):
+                    _graph_op_types(a_value, _GRAPH_NODE, ops)
+
+
+def _graph_op_types(graph: memoryview, node_field: int, ops: set[str]) -> None:
+    for number, wire, value in _proto_fields(graph):
+        if number == node_field and wire == 2:
+            _node_op_types(value, ops)
+
+
+def model_op_types(data: bytes, label: str = "<model>") -> set[str]:
+    """Operator types of a serialized ONNX model (main graph, subgraphs and local functions).
+
+    Reads the protobuf wire format directly (no ``onnx`` import), skipping initializers by their
+    length, so it is cheap even for models with large weights.
+
+    Raises:
+        LatencyError: The bytes are not a well-formed ONNX model.
+    """
+    ops: set[str] = set()
     try:
-        proto = onnx.load_model_from_string(data)
-    except Exception as error:  # noqa: BLE001 - any parse failure means a corrupt model
+        graphs = 0
+        for number, wire, value in _proto_fields(memoryview(data)):
+            if wire != 2:
+                continue
+            if number == _MODEL_GRAPH:
+                graphs += 1
+                _graph_op_types(value, _GRAPH_NODE, ops)
+            elif number == _MODEL_FUNCTIONS:
+                _graph_op_types(value, _FUNCTION_NODE, ops)
+        if not graphs:
+            raise ValueError("no graph")
+    except (ValueError, UnicodeDecodeError) as error:
         raise LatencyError(f"cannot parse ONNX model {label}: {one_line(error)}") from None
-    ops = {node.op_type for node in proto.graph.node}
-    for function in proto.functions:
-        ops.update(node.op_type for node in function.node)
     return ops
 
 
 def _check_precision(data: bytes, label: str, precision: str) -> None:
-    quantized = bool(_model_op_types(data, label) & _QUANT_OPS)
+    quantized = bool(model_op_types(data, label) & _QUANT_OPS)
     if precision == "int8" and not quantized:
         raise LatencyError(
             f"precision='int8' but {label} has no quantization operators; "
@@ -753,15 +944,21 @@ def _input_feeds(
 
 
 def _load(model: Any, cfg: MeasureConfig, precision: str) -> _LoadedModel:
+    from latency.backends import PROVIDERS, providers_for
+
     data, path, label = _read_model(model)
     try:
         session = ort.InferenceSession(
             path if path is not None else data,
             sess_options=_session_options(cfg),
-            providers=[_PROVIDER],
+            providers=providers_for(cfg.backend),
         )
     except Exception as error:  # noqa: BLE001 - ORT raises several unrelated types
         raise LatencyError(f"cannot load ONNX model {label}: {one_line(error)}") from None
+    wanted = PROVIDERS.get(cfg.backend, _PROVIDER)
+    if session.get_providers()[:1] != [wanted]:  # ORT falls back to the CPU silently when CUDA fails to load
+        raise LatencyError(f"latency backend {cfg.backend}: ONNX Runtime did not start {wanted} for {label} "
+                           f"(session providers: {', '.join(session.get_providers())})")
     _check_precision(data, label, precision)
     feeds, shapes = _input_feeds(session, label, cfg.seed)
     loaded = _LoadedModel(
@@ -820,11 +1017,12 @@ def _measurement_guard(cfg: MeasureConfig, fingerprint: DeviceFingerprint) -> It
                 gc.enable()
 
 
-def _warm_up(runs: list[Callable[[], None]], cfg: MeasureConfig) -> int:
-    """Round-robin warm-up of every model; returns runs per model."""
+def _warm_up(runs: list[Callable[[], None]], cfg: MeasureConfig, min_s: float | None = None) -> int:
+    """Round-robin warm-up of every model (``min_s`` overrides ``cfg.warmup_min_s``); runs per model."""
     done = 0
     start = time.perf_counter()
-    while done < cfg.warmup_runs or time.perf_counter() - start < cfg.warmup_min_s:
+    min_s = cfg.warmup_min_s if min_s is None else min_s
+    while done < cfg.warmup_runs or time.perf_counter() - start < min_s:
         for run in runs:
             run()
         done += 1
@@ -836,8 +1034,40 @@ def _next_check(count: int, maximum: int, growth: float = 1.1) -> int:
     return min(maximum, max(count + 10, math.ceil(count * growth)))
 
 
+def _time_session(
+    run: Callable[[], None], cfg: MeasureConfig, min_runs: int, max_runs: int, cap_ns: int
+) -> tuple[list[int], str]:
+    """Time ``run`` until its median's CI is within ``cfg.target_rel_ci``, ``max_runs`` or ``cap_ns``."""
+    clock = time.perf_counter_ns
+    samples: list[int] = []
+    next_check = min_runs
+    timed_start = clock()
+    while True:
+        t0 = clock()
+        run()
+        t1 = clock()
+        samples.append(t1 - t0)
+        count = len(samples)
+        if t1 - timed_start >= cap_ns:
+            return samples, "time_cap"
+        if count >= next_check:
+            if _median_rel_half_width(samples, cfg.confidence) <= cfg.target_rel_ci:
+                return samples, "ci_target"
+            if count >= max_runs:
+                return samples, "max_runs"
+            next_check = _next_check(count, max_runs)
+
+
 def measure_onnx(model: ModelSource, cfg: MeasureConfig | None = None) -> Measurement:
     """Measure the single-inference latency of an ONNX model.
+
+    ``cfg.sessions`` sessions are created, warmed up and timed one after another (the first is
+    created before the device lock is taken, so that a bad model fails without waiting). Each
+    session is timed until its own median is within ``target_rel_ci`` or it has used its share of
+    ``max_runs`` / ``time_cap_s``. With more than one session, ``median_ms`` is the median of the
+    session medians and its CI the order-statistic interval over them (:func:`session_interval`),
+    which contains the between-session spread; the within-session (pooled) interval is kept in
+    ``within_ci_low_ms`` / ``within_ci_high_ms``.
 
     Args:
         model: Path (``str``/``Path``), serialized bytes or an ``onnx.ModelProto``.
@@ -852,63 +1082,89 @@ def measure_onnx(model: ModelSource, cfg: MeasureConfig | None = None) -> Measur
         latency.device.DeviceLockTimeout: The device lock was busy for ``lock_timeout_s``.
     """
     cfg = cfg or MeasureConfig()
+    if cfg.backend in ("command", "ray-node"):  # not timed in this process: latency.backends
+        from latency.backends import measure_external
+
+        return measure_external(model, cfg)
     wall_start = time.perf_counter()
-    loaded = _load(model, cfg, cfg.precision)
+    loaded: _LoadedModel | None = _load(model, cfg, cfg.precision)
     fingerprint = cfg.fingerprint()
-    run = loaded.run
+    k = cfg.sessions
+    # max_runs split exactly (sessions <= max_runs); min_runs applies to each session
+    per_max = [cfg.max_runs // k + (i < cfg.max_runs % k) for i in range(k)]
+    per_min = min(cfg.min_runs, per_max[-1])
+    cap_ns = int(cfg.time_cap_s * 1e9 / k)
     samples: list[int] = []
+    sizes: list[int] = []
+    reasons: list[str] = []
+    warmup_runs = 0
+    timed_ns = 0
     clock = time.perf_counter_ns
     with _measurement_guard(cfg, fingerprint):
-        warmup_runs = _warm_up([run], cfg)
-        cap_ns = int(cfg.time_cap_s * 1e9)
-        next_check = cfg.min_runs
-        stop_reason = "max_runs"
-        timed_start = clock()
-        while True:
+        for index in range(k):
+            if loaded is None:
+                loaded = _load(model, cfg, cfg.precision)  # a fresh session and fresh input buffers
+            warmup_runs += _warm_up([loaded.run], cfg, cfg.warmup_min_s / k)
             t0 = clock()
-            run()
-            t1 = clock()
-            samples.append(t1 - t0)
-            count = len(samples)
-            if t1 - timed_start >= cap_ns:
-                stop_reason = "time_cap"
-                break
-            if count >= next_check:
-                if _median_rel_half_width(samples, cfg.confidence) <= cfg.target_rel_ci:
-                    stop_reason = "ci_target"
-                    break
-                if count >= cfg.max_runs:
-                    break
-                next_check = _next_check(count, cfg.max_runs)
-        timed_s = (clock() - timed_start) / 1e9
+            session_samples, reason = _time_session(loaded.run, cfg, per_min, per_max[index], cap_ns)
+            timed_ns += clock() - t0
+            samples += session_samples
+            sizes.append(len(session_samples))
+            reasons.append(reason)
+            if index == 0:
+                shapes, sha = loaded.input_shapes, loaded.sha256
+            loaded = None  # release the session (and its memory arena) before creating the next
 
     stats = summarize(samples, confidence=cfg.confidence)
+    bounds = np.cumsum([0, *sizes])
+    session_medians = tuple(
+        float(np.median(samples[bounds[i] : bounds[i + 1]])) / 1e6 for i in range(k)
+    )
+    if k > 1:
+        median, ci_low, ci_high, coverage = session_interval(session_medians, cfg.confidence)
+        rel_half = max(median - ci_low, ci_high - median) / median
+        # the least favourable session's reason: "ci_target" only if every session reached it
+        stop_reason = next(r for r in ("time_cap", "max_runs", "ci_target") if r in reasons)
+        between_cv = float(np.std(session_medians, ddof=1) / np.mean(session_medians))
+    else:
+        median, ci_low, ci_high, coverage = (
+            stats.median_ms, stats.ci_low_ms, stats.ci_high_ms, stats.ci_confidence
+        )
+        rel_half = stats.rel_ci_half_width
+        stop_reason = reasons[0]
+        between_cv = 0.0
     return Measurement(
-        median_ms=stats.median_ms,
+        median_ms=median,
         p10_ms=stats.p10_ms,
         p90_ms=stats.p90_ms,
         mean_ms=stats.mean_ms,
         min_ms=stats.min_ms,
         cv=stats.cv,
-        ci_low_ms=stats.ci_low_ms,
-        ci_high_ms=stats.ci_high_ms,
-        ci_confidence=stats.ci_confidence,
-        rel_ci_half_width=stats.rel_ci_half_width,
+        ci_low_ms=ci_low,
+        ci_high_ms=ci_high,
+        ci_confidence=coverage,
+        rel_ci_half_width=rel_half,
         n_samples=stats.n,
         outlier_share=stats.outlier_share,
         p90_over_median=stats.p90_over_median,
         contended=stats.contended,
         warmup_runs=warmup_runs,
-        timed_s=timed_s,
+        timed_s=timed_ns / 1e9,
         wall_s=time.perf_counter() - wall_start,
-        converged=stats.rel_ci_half_width <= cfg.target_rel_ci and stats.n >= cfg.min_runs,
+        converged=rel_half <= cfg.target_rel_ci and min(sizes) >= per_min,
         stop_reason=stop_reason,
         precision=cfg.precision,
         fingerprint=fingerprint,
         pinned_cpu=cfg.pin_cpu,
-        input_shapes=loaded.input_shapes,
-        model_sha256=loaded.sha256,
+        input_shapes=shapes,
+        model_sha256=sha,
         samples_ns=tuple(samples) if cfg.keep_samples else (),
+        sessions=k,
+        session_medians_ms=session_medians,
+        session_runs=tuple(sizes),
+        within_ci_low_ms=stats.ci_low_ms,
+        within_ci_high_ms=stats.ci_high_ms,
+        between_session_cv=between_cv,
     )
 
 
@@ -946,6 +1202,10 @@ def measure_pair(
         latency.device.DeviceLockTimeout: The device lock was busy for ``lock_timeout_s``.
     """
     cfg = cfg or MeasureConfig()
+    if cfg.backend in ("command", "ray-node"):  # not timed in this process: latency.backends
+        from latency.backends import measure_pair_external
+
+        return measure_pair_external(model_a, model_b, cfg, precision_a=precision_a, precision_b=precision_b)
     precision_a = precision_a or cfg.precision
     precision_b = precision_b or cfg.precision
     for name, value in (("precision_a", precision_a), ("precision_b", precision_b)):

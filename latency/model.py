@@ -151,7 +151,10 @@ class LatencyModel(abc.ABC):
         fp = self.fingerprint
         if not fp:
             return {}
-        return {**{k: fp.get(k) for k in RUNTIME_FIELDS}, "device": fp.get("cpu_model"), "device_key": device_key(fp)}
+        out = {**{k: fp.get(k) for k in RUNTIME_FIELDS}, "device": fp.get("cpu_model"), "device_key": device_key(fp)}
+        if fp.get("backend", "ort-cpu") != "ort-cpu":  # the default's describe() (and key) stay as they were
+            out["provider"] = fp.get("provider")
+        return out
 
     def describe(self) -> dict[str, Any]:
         """``kind``, ``backend``, ``resolution`` and :meth:`settings`, JSON-ready."""
@@ -358,7 +361,12 @@ def open_table(lut_path: str | Path | None = None, measure_config: MeasureConfig
     path = Path(lut_path) if lut_path else default_table_path(mcfg)
     key = (str(path.absolute()), mcfg)
     if key not in _TABLES:
-        _TABLES[key] = LatencyTable(path, mcfg)
+        from latency.backends import check_table_fingerprint
+
+        table = LatencyTable(path, mcfg)
+        # this device's table made with other settings (backend, threads, precision) -> one line naming both
+        check_table_fingerprint(table.path, table.fingerprint, mcfg.fingerprint().to_dict())
+        _TABLES[key] = table
     return _TABLES[key]
 
 

@@ -233,8 +233,11 @@ def check_target(cfg: SearchConfig) -> None:
             raise SearchError(f"--target-ms must be a positive number, got {cfg.target_ms}")
     elif not cfg.target_like:
         raise SearchError("give --target-ms, --target-like ARCH or --preset large|small")
-    elif cfg.target_like not in references.names():
+    elif cfg.target_like not in references.names() + references.dense_names():
         raise SearchError(f"--target-like: {unknown_name('architecture', cfg.target_like, references.names())}")
+    elif cfg.target_like in references.dense_names() and cfg.eval.task == "classification":
+        raise SearchError(f"--target-like {cfg.target_like} is a dense network; give --task segmentation|detection "
+                          "or a classification reference")
 
 
 def resolve_target(cfg: SearchConfig, space, echo=None) -> float:
@@ -243,6 +246,8 @@ def resolve_target(cfg: SearchConfig, space, echo=None) -> float:
     if cfg.target_ms is not None:
         return float(cfg.target_ms)
     ref = references.get(cfg.target_like).replace(in_channels=space.in_channels, num_classes=space.num_classes)
+    if cfg.eval.task != "classification":  # the reference with the task's head (a dense reference keeps its own)
+        ref = space.with_head(ref)
     target = latency_model(cfg.eval).latency_ms(ref)
     if echo:
         echo(f"target: latency of {cfg.target_like} on this device = {target:.3f} ms")
@@ -384,6 +389,9 @@ def check_options(cfg: SearchConfig) -> None:
         raise SearchError(f"--trials must be at least 1, got {cfg.trials}")
     if cfg.eval.latency not in LATENCY_MODES:
         raise SearchError(f"--latency must be one of {', '.join(LATENCY_MODES)}, got {cfg.eval.latency!r}")
+    if cfg.eval.task != "classification" and cfg.eval.latency == "predicted":
+        raise SearchError(f"--latency predicted: the per-layer table does not cover dense heads yet; with --task "
+                          f"{cfg.eval.task} use --latency measured (whole network) or --latency analytic")
     check_target(cfg)
     check_devices(cfg)
 
@@ -427,6 +435,7 @@ def start_search(cfg: SearchConfig, resume: bool, force: bool, echo: Callable[[s
     import optuna
 
     from evaluation.data import load_dataset
+    from evaluation.dense_task import describe, task_space
     from nas.rewards import RewardConfig
     from search_spaces.spaces import get_space
 
@@ -442,6 +451,9 @@ def start_search(cfg: SearchConfig, resume: bool, force: bool, echo: Callable[[s
     data = load_dataset(cfg.eval.dataset, cfg.eval.data_dir)  # fail fast, before Ray starts
     space = get_space(cfg.space, resolution=cfg.eval.deploy_resolution, in_channels=data.channels,
                       num_classes=data.num_classes)
+    space = task_space(space, cfg.eval)  # dense tasks: every decoded candidate carries the head
+    if cfg.eval.task != "classification" and echo:
+        echo(describe(cfg.eval))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     ensure_calibration(cfg, space, echo)
     target = resolve_target(cfg, space, echo)
@@ -462,7 +474,10 @@ def _write_start(cfg: SearchConfig, run_dir: Path, space, target: float, data, e
         raise SearchError(f"--target-ms {target:g} is below the fastest architecture of space {cfg.space} "
                           f"on this device ({low:.3f} ms at {cfg.eval.deploy_resolution}²): no candidate can "
                           "meet it; raise the target or use --target-like ARCH")
+    from evaluation.dense_task import metric_name
+
     config = {"search": cfg.to_dict(), "target_ms": target, "space_size": space.size,
+              "metric": metric_name(cfg.eval.task),  # what the trials' "accuracy" is (mIoU, mAP for dense tasks)
               "latency_range_ms": [low, high], "environment": environment(),
               "dataset": {"name": data.name, "source": data.source, "train": len(data.train_labels),
                           "classes": data.num_classes, "channels": data.channels},
@@ -710,6 +725,7 @@ def _progress_line(rows, done, total, durations, slots, res: EvalResult, number:
 
 def _finish(cfg: SearchConfig, study, run: SearchRun, rows: list[dict], echo):
     """Re-measure the top-k whole on the device (nothing else running), pick and save the winner."""
+    from evaluation.dense_task import metric_name
     from latency.model import TableLatency
     from nas.rewards import mnas_reward
     from nas.searchers import proposal_stats
@@ -761,7 +777,7 @@ def _finish(cfg: SearchConfig, study, run: SearchRun, rows: list[dict], echo):
                "reward": best_reward, "target_ms": reward_cfg.target_ms, "madds": row["madds"],
                "params": row["params"], "deploy_resolution": cfg.eval.deploy_resolution,
                "train_resolution": eval_resolution(cfg.eval), "evaluator": cfg.eval.evaluator,
-               "dataset": cfg.eval.dataset,
+               "dataset": cfg.eval.dataset, "task": cfg.eval.task, "metric": metric_name(cfg.eval.task),
                "searcher": cfg.searcher, "proposals": proposals["proposals"],
                "distinct_proposals": proposals["distinct"], "distinct_share": proposals["distinct_share"]}
     atomic_write_text(run_dir / FOUND_METRICS_FILE, json.dumps(metrics, indent=2))
