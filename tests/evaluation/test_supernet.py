@@ -296,7 +296,8 @@ def test_a_search_end_to_end_with_each_evaluator(module_cache, evaluator):
     eval_cfg = EvalConfig(holdout=500, train_subset=1000, train={"steps": 4, "batch_size": 32, "threads": 1},
                           deploy_resolution=64, latency="analytic", evaluator=evaluator,
                           supernet=str(trained) if evaluator == "supernet" else None,
-                          measure={"warmup_min_s": 0.0, "min_runs": 10, "max_runs": 200, "time_cap_s": 0.2})
+                          measure={"warmup_min_s": 0.0, "min_runs": 10, "max_runs": 200, "time_cap_s": 0.2,
+                                   "sessions": 1})
     run = module_cache / f"search-{evaluator}"
     lines: list[str] = []
     out = run_search(SearchConfig(run_dir=str(run), space="mobilenetv3_small", searcher="random", trials=3,

@@ -31,6 +31,7 @@ def test_every_name_the_document_lists_is_exported():
         assert getattr(hwnas.api, name) is not None
 
 
+@pytest.mark.slow  # ≈ 3 min (a search, NetAdapt and training as written); `make test-all` runs it
 @pytest.mark.skipif(not FMNIST.exists(), reason="needs the dataset-fashion-mnist Debian package")
 def test_the_example_runs_as_written(module_cache, monkeypatch):
     (code,) = _blocks()

@@ -23,7 +23,7 @@ from tests.reliability.procs import kill_after_line
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = pytest.mark.skipif(not FMNIST.exists(), reason="needs the dataset-fashion-mnist Debian package")
 ROOT = Path(__file__).resolve().parents[2]
-FAST_MEASURE = {"warmup_min_s": 0.0, "min_runs": 10, "max_runs": 200, "time_cap_s": 0.2, "min_pairs": 5,
+FAST_MEASURE = {"warmup_min_s": 0.0, "min_runs": 10, "max_runs": 200, "time_cap_s": 0.2, "sessions": 1, "min_pairs": 5,
                 "max_pairs": 40}
 
 

@@ -28,7 +28,7 @@ from latency.model import (
 from search_spaces import references
 
 RES = 32
-FAST = MeasureConfig(warmup_min_s=0.0, min_runs=10, max_runs=200, time_cap_s=0.2, lock_timeout_s=120)
+FAST = MeasureConfig(warmup_min_s=0.0, min_runs=10, max_runs=200, time_cap_s=0.2, lock_timeout_s=120, sessions=1)
 
 
 def tiny(name: str):

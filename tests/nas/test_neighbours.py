@@ -17,7 +17,7 @@ from nas.search import CALIBRATION_NETWORKS, SearchConfig, ensure_calibration
 from nas.searchers import metric_names
 from search_spaces.spaces import get_space
 
-FAST_MEASURE = {"warmup_min_s": 0.0, "min_runs": 10, "max_runs": 200, "time_cap_s": 0.2}
+FAST_MEASURE = {"warmup_min_s": 0.0, "min_runs": 10, "max_runs": 200, "time_cap_s": 0.2, "sessions": 1}
 SECOND = """
 import sys
 from evaluation.evaluate import EvalConfig

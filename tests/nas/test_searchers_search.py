@@ -35,7 +35,7 @@ from nas.searchers import LATENCY_CONSTRAINT, MULTI_OBJECTIVE, SEARCHERS, trial_
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = pytest.mark.skipif(not FMNIST.exists(), reason="needs the dataset-fashion-mnist Debian package")
 
-FAST_MEASURE = {"warmup_min_s": 0.0, "min_runs": 10, "max_runs": 200, "time_cap_s": 0.2}
+FAST_MEASURE = {"warmup_min_s": 0.0, "min_runs": 10, "max_runs": 200, "time_cap_s": 0.2, "sessions": 1}
 REWARD = {"rl": "soft", "evolution": "hard", "predictor": "soft", "tpe": "soft", "nsga2": "hard", "random": "hard"}
 EXPONENTS = {"soft": (-0.07, -0.07), "hard": (0.0, -1.0)}
 OPTIONS = {"evolution": {"population_size": 3}}  # more than half of 3 trials: warned about, and used
