@@ -24,7 +24,6 @@ disjoint pool of training items for search-time scoring); test mosaics only from
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from enum import Enum
 
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 
 from evaluation.data import Dataset, holdout_split
+from search_spaces.checks import is_int, is_number
 
 __all__ = [
     "MAX_ITEMS",
@@ -102,7 +102,7 @@ class MosaicConfig:
             raise ValueError(f"MosaicConfig.overlap must be one of {allowed}; got {self.overlap!r}") from None
         for name in ("canvas_px", "items_min", "items_max"):
             value = getattr(self, name)
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"MosaicConfig.{name} must be an int >= 1; got {value!r}")
         if self.items_max > MAX_ITEMS:
             raise ValueError(f"MosaicConfig.items_max must be <= {MAX_ITEMS}; got {self.items_max}")
@@ -110,13 +110,13 @@ class MosaicConfig:
             raise ValueError(f"MosaicConfig.items_max must be >= items_min ({self.items_min}); got {self.items_max}")
         for name in ("scale_min", "scale_max"):
             value = getattr(self, name)
-            if not _is_number(value) or value <= 0:
+            if not is_number(value) or value <= 0:
                 raise ValueError(f"MosaicConfig.{name} must be a number > 0; got {value!r}")
         if self.scale_max < self.scale_min:
             raise ValueError(f"MosaicConfig.scale_max must be >= scale_min ({self.scale_min}); got {self.scale_max}")
-        if not _is_int(self.mask_threshold) or not 0 <= self.mask_threshold <= 254:
+        if not is_int(self.mask_threshold) or not 0 <= self.mask_threshold <= 254:
             raise ValueError(f"MosaicConfig.mask_threshold must be an int in [0, 254]; got {self.mask_threshold!r}")
-        if not _is_number(self.min_visible_fraction) or not 0 <= self.min_visible_fraction <= 1:
+        if not is_number(self.min_visible_fraction) or not 0 <= self.min_visible_fraction <= 1:
             raise ValueError(
                 f"MosaicConfig.min_visible_fraction must be in [0, 1]; got {self.min_visible_fraction!r}"
             )
@@ -140,16 +140,6 @@ class MosaicConfig:
                     f"MosaicConfig.canvas_px={self.canvas_px} holds {cells} grid cells of {largest} px, fewer "
                     f"than items_max={self.items_max}; raise canvas_px or lower items_max or scale_max"
                 )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and math.isfinite(
-        value
-    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -251,9 +241,9 @@ class MosaicSet:
             self.role = Role(role)
         except ValueError:
             raise ValueError(f"role must be one of {', '.join(r.value for r in Role)}; got {role!r}") from None
-        if not _is_int(length) or length < 1:
+        if not is_int(length) or length < 1:
             raise ValueError(f"length must be an int >= 1; got {length!r}")
-        if not _is_int(seed):
+        if not is_int(seed):
             raise ValueError(f"seed must be an int; got {seed!r}")
         self.cfg = cfg if cfg is not None else MosaicConfig()
         self.length = int(length)

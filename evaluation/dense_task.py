@@ -245,6 +245,10 @@ def train_dense_candidate(spec: ArchSpec, cfg, train: dict, seed: int,
     if splits.train.num_classes != spec.num_classes:
         raise TaskError(f"num_classes: the network predicts {spec.num_classes} classes, the mosaics have "
                         f"{splits.train.num_classes} (background included)")
+    canvas = splits.train.channels
+    if spec.in_channels != canvas and not (canvas == 1 and spec.in_channels == 3):
+        raise TaskError(f"in_channels: the network takes {spec.in_channels}-channel input, the mosaics give "
+                        f"{canvas} (only a grayscale canvas can be repeated to 3 channels)")
     dcfg = dense_config(cfg, train, seed, spec.in_channels)
     trained = spec.replace(resolution=side)
     try:

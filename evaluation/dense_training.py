@@ -52,13 +52,16 @@ from evaluation.training import (
     TrainConfig,
     TrainingDiverged,
     TrainProgress,
+    TrainRunResult,
     channel_stats,
+    input_channels,
     learning_rate,
     make_optimizer,
     memory_format,
     preprocess,
 )
 from latency.device import compute_slot
+from search_spaces.checks import is_number
 
 __all__ = [
     "BoxLoss",
@@ -148,7 +151,7 @@ class DenseConfig:
             )
         if self.class_weights is not None:
             weights = tuple(self.class_weights)
-            if not weights or not all(_is_number(w) and w >= 0 for w in weights):
+            if not weights or not all(is_number(w) and w >= 0 for w in weights):
                 raise ValueError(f"DenseConfig.class_weights must be numbers >= 0, one per class; got {weights!r}")
             object.__setattr__(self, "class_weights", weights)
         for name, allowed, is_valid in (
@@ -157,9 +160,9 @@ class DenseConfig:
             ("score_threshold", "in [0, 1)", lambda v: 0 <= v < 1),
         ):
             value = getattr(self, name)
-            if not _is_number(value) or not is_valid(value):
+            if not is_number(value) or not is_valid(value):
                 raise ValueError(f"DenseConfig.{name} must be {allowed}; got {value!r}")
-        if not _is_number(self.negative_ratio) or self.negative_ratio < 0:
+        if not is_number(self.negative_ratio) or self.negative_ratio < 0:
             raise ValueError(f"DenseConfig.negative_ratio must be a number >= 0; got {self.negative_ratio!r}")
         for name in ("candidates_per_class", "detections_per_image", "stats_images"):
             value = getattr(self, name)
@@ -175,48 +178,15 @@ class DenseConfig:
         return values
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and math.isfinite(
-        value
-    )
-
-
-@dataclass(frozen=True)
-class DenseTrainResult:
-    """Outcome of one dense training run.
+@dataclass(frozen=True, kw_only=True)
+class DenseTrainResult(TrainRunResult):
+    """Outcome of one dense training run (the shared fields are in :class:`TrainRunResult`).
 
     Attributes:
         metrics: Held-out scores: ``{"miou"}`` (segmentation) or ``{"map", "map_50"}`` (detection), fractions.
-        val_count: Held-out mosaics scored.
-        train_loss_curve: ``(step, mean training loss over the window ending at step)`` pairs.
-        steps: Optimizer steps done.
-        planned_steps: Optimizer steps the config asked for.
-        epochs: Passes over the training mosaics done.
-        images_per_s: Training throughput, generation included.
-        train_time_s: Wall time of the training loop.
-        eval_time_s: Wall time of the held-out scoring.
-        stopped_early: True when the time budget ended training before the planned steps.
-        input_stats: Normalization used; pass it to `evaluate_dense` to score other mosaics alike.
     """
 
     metrics: dict[str, float]
-    val_count: int
-    train_loss_curve: tuple[tuple[int, float], ...]
-    steps: int
-    planned_steps: int
-    epochs: float
-    images_per_s: float
-    train_time_s: float
-    eval_time_s: float
-    stopped_early: bool
-    input_stats: ChannelStats
-
-    def to_dict(self) -> dict[str, object]:
-        """Returns the result as JSON-ready values."""
-        values = asdict(self)
-        values["train_loss_curve"] = [list(point) for point in self.train_loss_curve]
-        values["input_stats"] = {"mean": list(self.input_stats.mean), "std": list(self.input_stats.std)}
-        return values
 
 
 # --------------------------------------------------------------------------------------------------
@@ -346,6 +316,22 @@ def _check_resolution(data: MosaicSet, cfg: DenseConfig) -> None:
         )
 
 
+def _check_channels(model: nn.Module, data: MosaicSet, cfg: DenseConfig) -> None:
+    """One-line ``ValueError`` where the network's input channels cannot take the mosaics, before any step.
+
+    The mosaics' channels become ``cfg.train.in_channels`` as in the proxy task (`input_channels`:
+    only grayscale repeats); the network's are its first convolution's (none found: not checked).
+    """
+    given = input_channels(data, cfg.train)
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is not None and first.in_channels != given:
+        fix = (f"; set DenseConfig.train.in_channels={first.in_channels} to repeat the grayscale channel"
+               if data.channels == 1 else "")
+        raise ValueError(f"the network takes {first.in_channels}-channel input, the mosaics give {given} "
+                         f"({data.channels}-channel canvas, DenseConfig.train.in_channels="
+                         f"{cfg.train.in_channels}){fix}")
+
+
 def mosaic_stats(data: MosaicSet, images: int) -> ChannelStats:
     """Pixel statistics of the first ``images`` mosaics of ``data`` (what the network input is normalized by)."""
     return channel_stats(data.batch(range(min(images, len(data)))).images)
@@ -426,6 +412,7 @@ def train_dense(
     """
     train_cfg = cfg.train
     _check_resolution(data.train, cfg)
+    _check_channels(model, data.train, cfg)
     anchors = _check_anchors(anchors, cfg)
     num_classes = data.train.num_classes
     if cfg.class_weights is not None and len(cfg.class_weights) != num_classes:
@@ -552,6 +539,7 @@ def evaluate_dense(
         ``{"miou": …}`` for segmentation, ``{"map": …, "map_50": …}`` for detection (fractions in [0, 1]).
     """
     _check_resolution(data, cfg)
+    _check_channels(model, data, cfg)
     anchors = _check_anchors(anchors, cfg)
     if stats is None:
         stats = mosaic_stats(data, cfg.stats_images)

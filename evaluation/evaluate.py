@@ -282,6 +282,29 @@ def _inject(fault: str | None, model) -> None:
                 p.mul_(math.nan if fault == "nan-weights" else 1e4)
 
 
+def _is_candidate_failure(e: BaseException) -> bool:
+    """Whether ``e`` is the candidate's own failure (recorded, the search goes on), not a set-up error.
+
+    Its own: a model that cannot be built, exported or run, or that diverged (``ValueError``,
+    ``RuntimeError``), and a measurement that failed on its backend (``BackendFault``, e.g. a latency
+    command's bad output). Set-up errors (data set, latency configuration, device, evaluator, supernet,
+    task) stop the search, though some of them are ``ValueError`` or ``RuntimeError`` too.
+    """
+    from evaluation.accel import DeviceError
+    from evaluation.data import DatasetError
+    from evaluation.dense_task import TaskError
+    from evaluation.evaluators import EvaluatorError
+    from evaluation.supernet import SupernetError
+    from latency.backends import BackendFault
+    from latency.measure import LatencyError
+
+    if isinstance(e, BackendFault):  # a LatencyError, but this model's own
+        return True
+    if isinstance(e, (DatasetError, LatencyError, DeviceError, EvaluatorError, SupernetError, TaskError)):
+        return False
+    return isinstance(e, (ValueError, RuntimeError))
+
+
 def evaluate_candidate(spec_json: str, cfg: EvalConfig, seed: int = 0) -> EvalResult:
     """Score ``spec`` by ``cfg.evaluator`` (train it on the proxy task, or score it as a subnet of the
     supernet: :mod:`evaluation.evaluators`) and time it; failures come back as an ``error``, not raised.
@@ -289,13 +312,7 @@ def evaluate_candidate(spec_json: str, cfg: EvalConfig, seed: int = 0) -> EvalRe
     Failures that are the candidate's own (a diverged/NaN loss, a model that cannot be built or
     exported) are returned in the result so the search records the trial as failed and goes on.
     """
-    from evaluation.accel import DeviceError
-    from evaluation.data import DatasetError
-    from evaluation.dense_task import TaskError
-    from evaluation.evaluators import EvaluatorError, score
-    from evaluation.supernet import SupernetError
-    from latency.backends import BackendFault
-    from latency.measure import LatencyError
+    from evaluation.evaluators import score
 
     t_start = time.perf_counter()
     spec = ArchSpec.from_json(spec_json)
@@ -319,11 +336,9 @@ def evaluate_candidate(spec_json: str, cfg: EvalConfig, seed: int = 0) -> EvalRe
         result.images_per_s, result.steps = tr.images_per_s, tr.steps
         if cfg.keep_weights:
             result.weights = weights_bytes(model.state_dict())
-    except BackendFault as e:  # this model's measurement failed on its backend (e.g. a latency command)
-        result.error, result.error_kind = failure(e)
-    except (DatasetError, LatencyError, DeviceError, EvaluatorError, SupernetError, TaskError):
-        raise  # the search's set-up is wrong, not this candidate: stop the search with the message
-    except (ValueError, RuntimeError) as e:  # a candidate that cannot be built, exported or run, or diverged
+    except Exception as e:  # noqa: BLE001 - sorted by _is_candidate_failure; the rest is re-raised
+        if not _is_candidate_failure(e):
+            raise  # the search's set-up is wrong, not this candidate: stop the search with the message
         result.error, result.error_kind = failure(e)
     result.total_s = time.perf_counter() - t_start
     return result

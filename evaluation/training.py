@@ -24,7 +24,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from enum import Enum
 
 import numpy as np
@@ -35,6 +35,7 @@ from torch import nn
 from evaluation import accel
 from evaluation.data import Dataset
 from latency.device import compute_slot
+from search_spaces.checks import is_int, is_number
 
 __all__ = [
     "ChannelStats",
@@ -43,6 +44,7 @@ __all__ = [
     "TrainConfig",
     "TrainProgress",
     "TrainResult",
+    "TrainRunResult",
     "TrainingDiverged",
     "channel_stats",
     "evaluate",
@@ -195,37 +197,28 @@ class TrainConfig:
         return values
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    number_types = (int, float, np.integer, np.floating)
-    return isinstance(value, number_types) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _positive_int(value: object) -> bool:
-    return _is_int(value) and value >= 1
+    return is_int(value) and value >= 1
 
 
 # (field, allowed values in words, check) for every TrainConfig field but the enums.
 _FIELD_RULES: tuple[tuple[str, str, Callable[[object], bool]], ...] = (
-    ("epochs", "> 0 or None", lambda v: v is None or (_is_number(v) and v > 0)),
+    ("epochs", "> 0 or None", lambda v: v is None or (is_number(v) and v > 0)),
     *((name, "an int >= 1 or None", lambda v: v is None or _positive_int(v))
       for name in ("steps", "in_channels", "threads", "max_batches_eval", "resolution_px")),
     *((name, "an int >= 1", _positive_int) for name in ("batch_size", "eval_batch_size", "log_every_steps")),
-    ("crop_padding_px", "an int >= 0", lambda v: _is_int(v) and v >= 0),
-    ("lr", "> 0", lambda v: _is_number(v) and v > 0),
-    ("momentum", "in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1),
-    ("weight_decay", ">= 0", lambda v: _is_number(v) and v >= 0),
-    ("label_smoothing", "in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1),
-    ("warmup_fraction", "in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1),
-    ("time_budget_s", "> 0 or None", lambda v: v is None or (_is_number(v) and v > 0)),
-    ("max_loss", "> 0", lambda v: _is_number(v) and v > 0),
-    ("bn_momentum", "in (0, 1] or None", lambda v: v is None or (_is_number(v) and 0 < v <= 1)),
+    ("crop_padding_px", "an int >= 0", lambda v: is_int(v) and v >= 0),
+    ("lr", "> 0", lambda v: is_number(v) and v > 0),
+    ("momentum", "in [0, 1)", lambda v: is_number(v) and 0 <= v < 1),
+    ("weight_decay", ">= 0", lambda v: is_number(v) and v >= 0),
+    ("label_smoothing", "in [0, 1)", lambda v: is_number(v) and 0 <= v < 1),
+    ("warmup_fraction", "in [0, 1)", lambda v: is_number(v) and 0 <= v < 1),
+    ("time_budget_s", "> 0 or None", lambda v: v is None or (is_number(v) and v > 0)),
+    ("max_loss", "> 0", lambda v: is_number(v) and v > 0),
+    ("bn_momentum", "in (0, 1] or None", lambda v: v is None or (is_number(v) and 0 < v <= 1)),
     *((name, "a bool", lambda v: isinstance(v, bool))
       for name in ("nesterov", "horizontal_flip", "channels_last", "yield_to_measurements")),
-    ("seed", "an int", _is_int),
+    ("seed", "an int", is_int),
     ("device", "auto, cpu, cuda or cuda:N",
      lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()))),
 )
@@ -256,29 +249,25 @@ class TrainProgress:
     elapsed_s: float
 
 
-@dataclass(frozen=True)
-class TrainResult:
-    """Outcome of one proxy training run.
+@dataclass(frozen=True, kw_only=True)
+class TrainRunResult:
+    """What every training run reports, whatever its task; task results add their scores before these.
 
     Attributes:
-        val_accuracy: Top-1 accuracy on the evaluated held-out images, as a fraction in [0, 1].
-        val_loss: Mean cross-entropy (no label smoothing) on the evaluated held-out images.
-        val_count: Number of held-out images evaluated (fewer than given when max_batches_eval caps).
+        val_count: Held-out samples evaluated (fewer than given when max_batches_eval caps).
         train_loss_curve: ``(step, mean training loss over the window ending at step)`` pairs, one per
             ``log_every_steps`` steps plus one for a final partial window.
         steps: Optimizer steps done.
         planned_steps: Optimizer steps the config asked for.
-        epochs: Passes over the training indices done (steps × batch / training images).
+        epochs: Passes over the training samples done (steps × batch / training samples).
         images_per_s: Training throughput in images per second, data pipeline included.
         train_time_s: Wall time of the training loop in seconds.
         eval_time_s: Wall time of the held-out evaluation in seconds.
         stopped_early: True when the time budget ended training before the planned steps.
-        input_stats: Normalization used; pass it to `evaluate` to score other images (e.g. the test
-            split after the search) exactly as training saw them.
+        input_stats: Normalization used; pass it to the task's evaluation to score other images exactly
+            as training saw them.
     """
 
-    val_accuracy: float
-    val_loss: float
     val_count: int
     train_loss_curve: tuple[tuple[int, float], ...]
     steps: int
@@ -291,11 +280,26 @@ class TrainResult:
     input_stats: ChannelStats
 
     def to_dict(self) -> dict[str, object]:
-        """Returns the result as JSON-ready values."""
+        """Returns the result as JSON-ready values: the task's own fields first, then the shared ones."""
         values = asdict(self)
         values["train_loss_curve"] = [list(point) for point in self.train_loss_curve]
         values["input_stats"] = {"mean": list(self.input_stats.mean), "std": list(self.input_stats.std)}
-        return values
+        shared = [f.name for f in fields(TrainRunResult)]
+        own = {name: value for name, value in values.items() if name not in shared}
+        return own | {name: values[name] for name in shared}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainResult(TrainRunResult):
+    """Outcome of one proxy training run (the shared fields are in :class:`TrainRunResult`).
+
+    Attributes:
+        val_accuracy: Top-1 accuracy on the evaluated held-out images, as a fraction in [0, 1].
+        val_loss: Mean cross-entropy (no label smoothing) on the evaluated held-out images.
+    """
+
+    val_accuracy: float
+    val_loss: float
 
 
 def input_channels(dataset: Dataset, cfg: TrainConfig | None = None) -> int:

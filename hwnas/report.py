@@ -387,7 +387,8 @@ def environment_table(runs: Sequence[Run]) -> pd.DataFrame:
 
 
 def summary_rows(run: Run) -> list[dict]:
-    """One summary row per part of the run (search, NetAdapt)."""
+    """One summary row per part of the run (search, NetAdapt). ``accuracy`` holds the run's score and
+    ``metric`` names it: ``accuracy``, or ``miou``/``map`` for a dense task."""
     rows = []
     wall = round(run.wall_s / 60, 1) if run.wall_s is not None else None  # as the command printed it
     if run.trials is not None:
@@ -395,7 +396,8 @@ def summary_rows(run: Run) -> list[dict]:
         rows.append({"run": run.label, "type": "search", "searcher": _get(run.config, "search.searcher"),
                      "space": _get(run.config, "search.space"), "trials": int((t["state"] == "COMPLETE").sum()),
                      "failed": len(failed_trials(t)), "best reward": t["reward"].max(), "found trial": m.get("trial"),
-                     "accuracy": m.get("accuracy"), "latency (ms)": m.get("latency_measured_ms"),
+                     "metric": m.get("metric") or "accuracy", "accuracy": m.get("accuracy"),
+                     "latency (ms)": m.get("latency_measured_ms"),
                      "params": m.get("params"), "MAdds": m.get("madds"), "wall time (min)": wall})
     if run.trajectory is not None:
         chosen = run.trajectory[run.trajectory["chosen"]].sort_values("iteration")
@@ -403,7 +405,7 @@ def summary_rows(run: Run) -> list[dict]:
         final = {**{k: last.get(k) for k in ("accuracy", "latency_measured_ms", "latency_pred_ms", "params", "madds")},
                  **((run.final_metrics or {}).get("refined") or {})}
         rows.append({"run": run.label, "type": "netadapt", "iterations": max(len(chosen) - 1, 0),
-                     "accuracy": final.get("accuracy"),
+                     "metric": "accuracy", "accuracy": final.get("accuracy"),
                      "latency (ms)": _first(final.get("latency_measured_ms"), final.get("latency_pred_ms")),
                      "params": final.get("params"), "MAdds": final.get("madds"), "wall time (min)": wall})
     return rows

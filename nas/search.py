@@ -606,6 +606,7 @@ def _loop(cfg: SearchConfig, run: SearchRun, study, echo, progress: dict) -> Non
                  echo)
         done_count = finished_trials(study)
         last_line = time.monotonic()  # a line every PROGRESS_EVERY_S until the first result, then every minute
+        score_label = _progress_label(cfg.eval.task)
 
         def complete(trial, res: EvalResult, t0: float) -> None:
             nonlocal done_count, last_line
@@ -619,7 +620,8 @@ def _loop(cfg: SearchConfig, run: SearchRun, study, echo, progress: dict) -> Non
             write_csv(run.dir / TRIALS_FILE, rows)
             if run.clock is not None:
                 run.clock.record()
-            log_line(run.dir, _progress_line(rows, done_count, cfg.trials, durations, slots, res, trial.number), echo)
+            log_line(run.dir, _progress_line(rows, done_count, cfg.trials, durations, slots, res, trial.number,
+                                             score_label), echo)
             last_line = time.monotonic()
 
         while done_count + len(in_flight) < cfg.trials or in_flight:
@@ -709,17 +711,25 @@ def _waiting_line(running, durations: list[float]) -> str:
     return f"  training trial(s) {trials}; {typical}"
 
 
-def _progress_line(rows, done, total, durations, slots, res: EvalResult, number: int) -> str:
+def _progress_label(task: str) -> str:
+    """How progress lines name the trials' score: ``acc`` (classification), ``miou`` or ``map`` (dense tasks)."""
+    from evaluation.dense_task import metric_name
+
+    name = metric_name(task)
+    return "acc" if name == "accuracy" else name
+
+
+def _progress_line(rows, done, total, durations, slots, res: EvalResult, number: int, label: str = "acc") -> str:
     best = max((r for r in rows if r["reward"] is not None), key=lambda r: r["reward"], default=None)
     remaining = max(0, total - done)
     eta = (sorted(durations)[len(durations) // 2] * remaining / slots) if durations else 0
     if res.error:
         last = f"trial {number} FAILED: {res.error}"
     else:
-        last = f"trial {number}: acc {res.accuracy:.3f}, {res.latency_ms:.2f} ms"
+        last = f"trial {number}: {label} {res.accuracy:.3f}, {res.latency_ms:.2f} ms"
     head = f"[{done}/{total}] {last}"
     if best:
-        head += f" | best reward {best['reward']:.4f} (acc {best['accuracy']:.3f}, {best['latency_ms']:.2f} ms)"
+        head += f" | best reward {best['reward']:.4f} ({label} {best['accuracy']:.3f}, {best['latency_ms']:.2f} ms)"
     return head + f" | ETA {int(eta // 60)}m{int(eta % 60):02d}s"
 
 

@@ -7,6 +7,7 @@ need no data on disk and stay fast; a tiny stand-in network covers the failure p
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -172,6 +173,39 @@ def test_wrong_outputs_and_settings_are_one_line_errors(splits):
         with pytest.raises(ValueError, match=field) as info:
             DenseConfig(**kwargs)
         assert "\n" not in str(info.value)
+
+
+def test_a_channel_mismatch_of_network_and_canvas_is_one_line_naming_both_counts_before_training(splits):
+    """A 3-channel network on the 1-channel item canvas without ``in_channels`` (or with 1), and a 1-channel
+    network on a 3-channel canvas, fail before the first step with both counts, not torch's conv error."""
+    steps: list[int] = []
+    train = {"steps": 2, "batch_size": 8, "log_every_steps": 1, "threads": 1, "device": "cpu",
+             "yield_to_measurements": False}
+    for in_channels in (None, 1):
+        cfg = DenseConfig(task="segmentation", train={**train, "in_channels": in_channels})
+        with pytest.raises(ValueError, match=r"network takes 3-channel input, the mosaics give 1 \(1-channel canvas"
+                                             r".*in_channels=3 to repeat") as info:
+            train_dense(real_model("mobilenetv3_small_lraspp_dense"), splits, cfg,
+                        progress=lambda p: steps.append(p.step))
+        assert "\n" not in str(info.value)
+        with pytest.raises(ValueError, match="network takes 3-channel input, the mosaics give 1"):
+            evaluate_dense(real_model("mobilenetv3_small_lraspp_dense"), splits.holdout, cfg)
+    assert steps == []
+    items = item_dataset()
+    colour = dataclasses.replace(items, train_images=items.train_images.expand(-1, 3, -1, -1).contiguous(),
+                                 test_images=items.test_images.expand(-1, 3, -1, -1).contiguous())
+    colour_splits = dense_splits(colour, CANVAS, train_images=16, holdout_images=8, test_images=8)
+    grey_net = build_model(references.get("mobilenetv3_small_lraspp_dense").replace(in_channels=1))
+    with pytest.raises(ValueError, match="in_channels=1 does not fit 3-channel images") as info:
+        train_dense(grey_net, colour_splits, DenseConfig(task="segmentation", train={**train, "in_channels": 1}),
+                    progress=lambda p: steps.append(p.step))
+    assert "\n" not in str(info.value) and steps == []
+    with pytest.raises(ValueError, match="network takes 1-channel input, the mosaics give 3 \\(3-channel canvas"):
+        train_dense(grey_net, colour_splits, DenseConfig(task="segmentation", train=train))
+    # The fix the message names works: the grayscale canvas repeated to the network's 3 channels trains.
+    ok = train_dense(real_model("mobilenetv3_small_lraspp_dense"), splits,
+                     DenseConfig(task="segmentation", train={**train, "in_channels": 3}))
+    assert ok.steps == 2
 
 
 def test_config_defaults_are_defined_once_and_round_trip():

@@ -50,6 +50,15 @@ def test_the_same_seed_gives_the_same_score():
     assert a == b
 
 
+@needs_data
+def test_a_network_of_other_input_channels_than_the_mosaics_stops_the_search_in_one_line():
+    cfg = dense_cfg()
+    spec = with_head(backbone(), cfg, num_classes=10).replace(in_channels=2)
+    with pytest.raises(TaskError, match="2-channel input, the mosaics give 1") as e:
+        evaluate_candidate(spec.to_json(), cfg, seed=0)
+    assert "\n" not in str(e.value)
+
+
 def test_head_options_shape_the_network():
     plain = with_head(backbone(), dense_cfg(), 10)
     rf2 = with_head(backbone(), dense_cfg(reduced_tail=True, filters=64, head="raspp"), 10)

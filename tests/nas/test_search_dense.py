@@ -54,6 +54,9 @@ def test_a_segmentation_search_finds_a_backbone_with_its_head(tmp_path):
     with open(run / "trials.csv") as f:
         rows = list(csv.DictReader(f))
     assert all(r["state"] == "COMPLETE" and 0 <= float(r["accuracy"]) <= 1 for r in rows)
+    from hwnas.report import load_run, summary_rows
+
+    assert summary_rows(load_run(run, "seg"))[0]["metric"] == "miou"  # the report's summary names the score
 
 
 @needs_data
