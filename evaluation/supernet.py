@@ -62,6 +62,7 @@ from evaluation.supernet_recipe import (  # noqa: F401 - re-exported: the supern
     FORMAT,
     MAX_CHECKPOINT_BYTES,
     MIN_MAP,
+    SCORE_IMAGES,
     SUPERNET_RESOLUTION,
     SUPERNET_VERSION,
     SupernetError,
@@ -515,6 +516,10 @@ class SupernetOutcome:
     images_per_s: float | None
 
 
+PROGRESS_EVERY_S = 10.0
+"""Longest silence of a supernet training between progress lines (a line also every ``log_every`` steps)."""
+
+
 def _planned_steps(recipe: SupernetRecipe, n_train: int) -> int:
     if recipe.steps is not None:
         return recipe.steps
@@ -752,7 +757,8 @@ def train_supernet(space: str, recipe: SupernetRecipe | None = None, *, dataset:
                 window_steps += 1
                 if checkpoint_every and step % checkpoint_every == 0 and step < total:
                     save(partial, True)
-                if echo and (window_steps == log_every or step == total):
+                if echo and (window_steps == log_every or step == total
+                             or time.perf_counter() - window_t >= PROGRESS_EVERY_S):
                     accel.synchronize(dev)
                     now = time.perf_counter()
                     rate = window_steps * batch_size / (now - window_t)
@@ -872,11 +878,48 @@ def calibration_indices(train_idx, n: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(train_idx, size=min(n, len(train_idx)), replace=False))
 
 
-def score_subnet(spec: ArchSpec, cfg, bn_images: int = BN_IMAGES, init: Callable[[nn.Module], None] | None = None):
+def score_indices(val_idx, n: int | None, seed: int) -> np.ndarray:
+    """The fixed, seeded sample of ``n`` held-out images that scores every subnet (all of them when
+    ``n`` is None or not smaller). A random sample, never the first ``n``: the held-out indices are
+    sorted, and an image folder lists its classes in order."""
+    val_idx = np.asarray(val_idx)
+    if n is None or n >= len(val_idx):
+        return val_idx
+    rng = np.random.default_rng([seed, 1])  # a stream of its own: not the calibration sample's
+    return np.sort(rng.choice(val_idx, size=n, replace=False))
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` for inference with every BatchNorm that directly follows a convolution (in
+    an ``nn.Sequential``, as :func:`search_spaces.builder.conv_bn_act` lays them out) folded into the
+    convolution's weights and bias, using the running statistics. Outputs equal the model's in eval
+    mode up to float rounding (≈1e-6); a held-out pass runs 10–45 % faster on a CPU (BN is ≈ 27 % of
+    an unfolded subnet's time at 72²). The original is not touched."""
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(model).eval()
+    for module in folded.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        names = list(module._modules)
+        for a, b in zip(names, names[1:]):
+            conv, norm = module._modules[a], module._modules[b]
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats:
+                module._modules[a] = fuse_conv_bn_eval(conv, norm)
+                module._modules[b] = nn.Identity()
+    return folded
+
+
+def score_subnet(spec: ArchSpec, cfg, bn_images: int = BN_IMAGES, init: Callable[[nn.Module], None] | None = None,
+                 score_images: int | None = SCORE_IMAGES):
     """Held-out accuracy of ``spec`` as a subnet of the supernet ``cfg.supernet`` (an
     :class:`evaluation.evaluate.EvalConfig`): extract it into a stand-alone model, recalibrate its
-    BatchNorm statistics on a fixed sample of training images, score the held-out images at the
-    supernet's resolution. ``init`` acts on the extracted model first (fault injection in tests).
+    BatchNorm statistics on a fixed sample of ``bn_images`` training images, fold BatchNorm into the
+    convolutions, and score a fixed, seeded sample of ``score_images`` held-out images (None: all;
+    ``max_batches_eval`` of ``cfg.train`` caps it further) at the supernet's resolution. ``init``
+    acts on the extracted model first (fault injection in tests).
     Returns ``(model, TrainResult)`` like the proxy's training; a non-finite held-out loss raises
     :class:`evaluation.training.TrainingDiverged`."""
     from evaluation.evaluate import dataset_split
@@ -902,8 +945,9 @@ def score_subnet(spec: ArchSpec, cfg, bn_images: int = BN_IMAGES, init: Callable
         recalibrate_bn(model, data.train_images[calib], tcfg, stats)
         accel.synchronize(dev)
         t1 = time.perf_counter()
-        val = torch.as_tensor(np.asarray(val_idx))
-        acc, loss = evaluate(model, data.train_images[val], data.train_labels[val], tcfg, stats=stats)
+        val = torch.as_tensor(score_indices(val_idx, score_images, cfg.split_seed))
+        acc, loss = evaluate(fold_batchnorm(model), data.train_images[val], data.train_labels[val], tcfg,
+                             stats=stats)
         t2 = time.perf_counter()
     finally:
         torch.set_num_threads(previous_threads)

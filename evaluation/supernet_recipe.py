@@ -22,6 +22,9 @@ SUPERNET_RESOLUTION = 72
 """Training and scoring resolution of supernets: ``min_resolution`` of every registered space."""
 BN_IMAGES = 1000
 """Training images (a fixed, seeded sample) that recalibrate a subnet's BatchNorm statistics."""
+SCORE_IMAGES = 2000
+"""Held-out images (a fixed, seeded sample of the held-out split) that score a subnet; see
+``experiments/bench_supernet_scoring.py`` for the ranking this keeps against all 10,000."""
 MAX_CHECKPOINT_BYTES = 4_000_000_000
 SUBDIR = "supernet"
 

@@ -9,9 +9,10 @@ Cells (each written to the results file as soon as it is measured; a rerun skips
 * ``supernet-train@R`` — sandwich steps (largest + smallest + ``n_random`` random subnets, in-place
   distillation) of the ``mobilenetv3`` supernet: training images/s and the projected time of the
   default recipe (:class:`evaluation.supernet.SupernetRecipe`).
-* ``supernet-score@H`` — one candidate scored as a subnet: extraction, BatchNorm recalibration on
-  1,000 training images and H held-out images at the supernet's resolution; seconds per candidate
-  and candidates per hour (weights untrained: the cost does not depend on them).
+* ``supernet-score@H`` — one candidate scored as a subnet the way the evaluator does it: extraction,
+  BatchNorm recalibration on ``BN_IMAGES`` training images, BN folded into the convolutions, and a
+  seeded sample of H held-out images at the supernet's resolution; seconds per candidate and
+  candidates per hour per core (weights untrained: the cost does not depend on them).
 
 Usage (from the repository root)::
 
@@ -102,7 +103,15 @@ def supernet_train_cell(resolution: int, steps: int, threads: int) -> dict:
 
 def supernet_score_cell(holdout_images: int, candidates: int, threads: int) -> dict:
     from evaluation.data import holdout_split, load_dataset
-    from evaluation.supernet import BN_IMAGES, SUPERNET_RESOLUTION, SuperNet, calibration_indices, recalibrate_bn
+    from evaluation.supernet import (
+        BN_IMAGES,
+        SUPERNET_RESOLUTION,
+        SuperNet,
+        calibration_indices,
+        fold_batchnorm,
+        recalibrate_bn,
+        score_indices,
+    )
     from evaluation.training import TrainConfig, channel_stats, evaluate
     from search_spaces.spaces import get_space
 
@@ -114,7 +123,7 @@ def supernet_score_cell(holdout_images: int, candidates: int, threads: int) -> d
     stats = channel_stats(data.train_images[torch.as_tensor(train_idx)])
     cfg = TrainConfig(resolution_px=SUPERNET_RESOLUTION, in_channels=1)
     calib = torch.as_tensor(calibration_indices(train_idx, BN_IMAGES, 0))
-    val = torch.as_tensor(val_idx[:holdout_images])
+    val = torch.as_tensor(score_indices(val_idx, holdout_images, 0))
     rng = np.random.default_rng(1)
     times, parts = [], []
     load = _load()
@@ -125,7 +134,7 @@ def supernet_score_cell(holdout_images: int, candidates: int, threads: int) -> d
         t1 = time.perf_counter()
         recalibrate_bn(model, data.train_images[calib], cfg, stats)
         t2 = time.perf_counter()
-        evaluate(model, data.train_images[val], data.train_labels[val], cfg, stats=stats)
+        evaluate(fold_batchnorm(model), data.train_images[val], data.train_labels[val], cfg, stats=stats)
         t3 = time.perf_counter()
         if k:  # the first is a warm-up
             times.append(t3 - t0)

@@ -68,12 +68,10 @@ def cmd_supernet_eval(args) -> int:
                        resolution=args.resolution)
     spec = _arch(args.arch, sn)
     train = {"threads": args.threads, "device": args.device}
-    if args.max_eval:
-        train.update(eval_batch_size=min(500, args.max_eval), max_batches_eval=max(1, args.max_eval // 500))
     cfg = EvalConfig(dataset=args.dataset, data_dir=args.data_dir, holdout=args.holdout, split_seed=args.split_seed,
                      train={k: v for k, v in train.items() if v is not None}, evaluator="supernet",
                      supernet=str(path))
-    model, res = score_subnet(spec, cfg, bn_images=args.bn_images)
+    model, res = score_subnet(spec, cfg, bn_images=args.bn_images, score_images=args.score_images or None)
     c = count(spec.replace(resolution=224))
     info = {"arch": args.arch, "arch_id": spec.arch_id, "supernet": str(path), "accuracy": res.val_accuracy,
             "val_loss": res.val_loss, "images": res.val_count, "resolution": sn.resolution,
@@ -88,7 +86,7 @@ def cmd_supernet_eval(args) -> int:
         print()
         return 0
     print(f"{args.arch} (id {spec.arch_id}): held-out accuracy {res.val_accuracy:.4f} on {res.val_count} images at "
-          f"{sn.resolution}², BatchNorm recalibrated on {args.bn_images} training images "
+          f"{sn.resolution}², BatchNorm recalibrated on {args.bn_images} training images and folded "
           f"({res.train_time_s:.1f} s + {res.eval_time_s:.1f} s to score); {c.params:,} params, "
           f"{c.madds / 1e6:.1f}M MAdds at 224²")
     if args.save:
@@ -99,7 +97,7 @@ def cmd_supernet_eval(args) -> int:
 def add_supernet_commands(sub: argparse._SubParsersAction) -> None:
     from evaluation.accel import DEFAULT_DEVICE, DEVICES
     from evaluation.evaluate import EvalConfig
-    from evaluation.supernet_recipe import BN_IMAGES, SupernetRecipe
+    from evaluation.supernet_recipe import BN_IMAGES, SCORE_IMAGES, SupernetRecipe
     from hwnas.cli import HelpFormatter
     from search_spaces.spaces import SPACE_NAMES
 
@@ -149,6 +147,8 @@ def add_supernet_commands(sub: argparse._SubParsersAction) -> None:
     data_options(e, "held-out images to score on (the supernet's split)")
     e.add_argument("--resolution", type=int, help="require a supernet trained at this resolution")
     e.add_argument("--bn-images", type=int, default=BN_IMAGES, help="training images that recalibrate BatchNorm")
-    e.add_argument("--max-eval", type=int, help="score at most this many held-out images")
+    e.add_argument("--score-images", "--max-eval", type=int, default=SCORE_IMAGES,
+                   help="held-out images that score the subnet: a fixed, seeded sample (0: all of them); a search "
+                        "scores every candidate on the same sample")
     e.add_argument("--save", metavar="OUT.pt", help="write the subnet's weights (and OUT.json, its spec)")
     e.set_defaults(func=cmd_supernet_eval)

@@ -20,10 +20,12 @@ from evaluation.supernet import (
     SupernetRecipe,
     cache_key,
     cache_path,
+    fold_batchnorm,
     partial_path,
     read_checkpoint,
     recalibrate_bn,
     sandwich_step,
+    score_indices,
     train_supernet,
 )
 from evaluation.training import TrainConfig, channel_stats
@@ -166,6 +168,32 @@ def test_bn_recalibration_recomputes_the_statistics_of_the_sample():
     first = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
     recalibrate_bn(model, images, cfg, stats, batch_size=12)  # reset, not accumulated
     assert all(torch.allclose(v, model.state_dict()[k]) for k, v in first.items())
+
+
+@pytest.mark.parametrize("name", SPACE_NAMES)
+def test_folding_batchnorm_keeps_the_outputs_and_leaves_the_model_alone(name):
+    net = perturbed(name)
+    spec = net.space.decode(corners(net.space)["all-mbconv6-k3"])
+    model = net.extract(spec).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_batchnorm(model)
+    norms = [m for m in folded.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert not norms  # every BatchNorm of the builder follows a convolution
+    x = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), model(x), atol=1e-4, rtol=1e-4)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # the original is untouched
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+def test_the_score_sample_is_seeded_spread_over_the_held_out_images_and_apart_from_the_calibration_sample():
+    val = np.arange(10_000, 20_000)
+    a, b = score_indices(val, 2000, 0), score_indices(val, 2000, 0)
+    assert len(a) == 2000 and np.array_equal(a, b) and set(a) <= set(val)
+    assert a.min() < 10_500 and a.max() > 19_500  # a sample of the whole split, not its first images
+    assert not np.array_equal(a, score_indices(val, 2000, 1))
+    assert np.array_equal(score_indices(val, None, 0), val) and np.array_equal(score_indices(val, 20_000, 0), val)
+    assert not np.array_equal(np.sort(sn.calibration_indices(val, 2000, 0)), a)
 
 
 # -- training: the sandwich step, the cache key, checkpoints ----------------------------------------
