@@ -101,7 +101,7 @@ def supernet_train_cell(resolution: int, steps: int, threads: int) -> dict:
             "threads": threads, "load_before": load}
 
 
-def supernet_score_cell(holdout_images: int, candidates: int, threads: int) -> dict:
+def supernet_score_cell(holdout_images: int, candidates: int, threads: int, bn_images: int | None = None) -> dict:
     from evaluation.data import holdout_split, load_dataset
     from evaluation.supernet import (
         BN_IMAGES,
@@ -122,7 +122,8 @@ def supernet_score_cell(holdout_images: int, candidates: int, threads: int) -> d
     net = SuperNet(space).eval()
     stats = channel_stats(data.train_images[torch.as_tensor(train_idx)])
     cfg = TrainConfig(resolution_px=SUPERNET_RESOLUTION, in_channels=1)
-    calib = torch.as_tensor(calibration_indices(train_idx, BN_IMAGES, 0))
+    bn_images = bn_images or BN_IMAGES
+    calib = torch.as_tensor(calibration_indices(train_idx, bn_images, 0))
     val = torch.as_tensor(score_indices(val_idx, holdout_images, 0))
     rng = np.random.default_rng(1)
     times, parts = [], []
@@ -142,7 +143,7 @@ def supernet_score_cell(holdout_images: int, candidates: int, threads: int) -> d
     per = float(np.median(times))
     return {"candidate_s": per, "candidates_per_h": 3600 / per, "extract_s": float(np.median([p[0] for p in parts])),
             "bn_recal_s": float(np.median([p[1] for p in parts])), "eval_s": float(np.median([p[2] for p in parts])),
-            "held_out_images": holdout_images, "bn_images": BN_IMAGES, "resolution": SUPERNET_RESOLUTION,
+            "held_out_images": holdout_images, "bn_images": bn_images, "resolution": SUPERNET_RESOLUTION,
             "candidates": candidates, "threads": threads, "load_before": load}
 
 
@@ -151,6 +152,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--steps", type=int, default=10, help="timed steps per training cell")
     p.add_argument("--candidates", type=int, default=3, help="timed candidates per scoring cell")
+    p.add_argument("--bn-images", type=int, help="BatchNorm recalibration images of the scoring cells (default: "
+                                                  "the evaluator's BN_IMAGES)")
     p.add_argument("--out", default="bench_evaluators.json")
     p.add_argument("--cells", default="proxy@32,proxy@72,proxy@96,supernet-train@72,supernet-score@10000,"
                                       "supernet-score@2000")
@@ -172,7 +175,7 @@ def main() -> None:
         elif kind == "supernet-train":
             results[cell] = supernet_train_cell(int(value), args.steps, args.threads)
         elif kind == "supernet-score":
-            results[cell] = supernet_score_cell(int(value), args.candidates, args.threads)
+            results[cell] = supernet_score_cell(int(value), args.candidates, args.threads, args.bn_images)
         else:
             raise SystemExit(f"unknown cell {cell}")
         results[cell]["cell_s"] = time.perf_counter() - t0
