@@ -50,7 +50,7 @@ class SupernetRecipe:
         seed: every random draw (batches, augmentation, subnets, dropout) derives from it and the step.
     """
 
-    epochs: float = 2.0  # 1,562 sandwich steps of 64 images (50,000 training images); see the README for what that costs on a CPU
+    epochs: float = 2.0  # 1,562 steps of 64 images (50,000 training images); the README gives the CPU cost
     steps: int | None = None
     batch_size: int = 64
     lr: float = 0.05
