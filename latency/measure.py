@@ -68,7 +68,13 @@ import numpy as np
 import onnxruntime as ort
 
 from latency.device import DeviceFingerprint, checked_fields, device_fingerprint, device_lock
-from search_spaces.checks import is_int
+
+
+def _is_int(value: object) -> bool:
+    """``search_spaces.checks.is_int``, repeated here on purpose: this module runs in the weightless device
+    bundle (onnxruntime + numpy only), which must not import ``search_spaces``."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
 
 __all__ = [
     "CONTENTION_P90_OVER_MEDIAN",
@@ -256,7 +262,7 @@ class MeasureConfig:
         if self.device is not None and (self.backend not in ("command", "ray-node")
                                         or not (isinstance(self.device, str) and DEVICE_NAME.match(self.device))):
             fail("device", "None, or with backend 'command' or 'ray-node' a name of letters, digits, '_', '.' or '-'")
-        if not is_int(self.command_repeats) or self.command_repeats < 1:
+        if not _is_int(self.command_repeats) or self.command_repeats < 1:
             fail("command_repeats", "an integer >= 1")
         for name in ("command_timeout_s", "command_max_ms"):
             value = getattr(self, name)
@@ -271,23 +277,23 @@ class MeasureConfig:
         if self.precision not in _PRECISIONS:
             fail("precision", ", ".join(_PRECISIONS))
         for name in ("intra_op_threads", "inter_op_threads"):
-            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 fail(name, "an integer >= 1 (set threads explicitly; 0 lets ORT choose)")
-        if not is_int(self.warmup_runs) or self.warmup_runs < 10:
+        if not _is_int(self.warmup_runs) or self.warmup_runs < 10:
             fail("warmup_runs", "an integer >= 10 (steady state arrives after 3-4 runs)")
-        if not is_int(self.min_runs) or self.min_runs < 1:
+        if not _is_int(self.min_runs) or self.min_runs < 1:
             fail("min_runs", "an integer >= 1")
-        if not is_int(self.max_runs) or self.max_runs < self.min_runs:
+        if not _is_int(self.max_runs) or self.max_runs < self.min_runs:
             fail("max_runs", f"an integer >= min_runs ({self.min_runs})")
-        if not is_int(self.min_pairs) or self.min_pairs < 2:
+        if not _is_int(self.min_pairs) or self.min_pairs < 2:
             fail("min_pairs", "an integer >= 2")
-        if not is_int(self.max_pairs) or self.max_pairs < self.min_pairs:
+        if not _is_int(self.max_pairs) or self.max_pairs < self.min_pairs:
             fail("max_pairs", f"an integer >= min_pairs ({self.min_pairs})")
-        if not is_int(self.burst_runs) or self.burst_runs < 1:
+        if not _is_int(self.burst_runs) or self.burst_runs < 1:
             fail("burst_runs", "an integer >= 1")
-        if not is_int(self.burst_warmup_runs) or self.burst_warmup_runs < 0:
+        if not _is_int(self.burst_warmup_runs) or self.burst_warmup_runs < 0:
             fail("burst_warmup_runs", "an integer >= 0")
-        if not is_int(self.bootstrap_reps) or self.bootstrap_reps < 100:
+        if not _is_int(self.bootstrap_reps) or self.bootstrap_reps < 100:
             fail("bootstrap_reps", "an integer >= 100")
         if not 0.0 < self.target_rel_ci < 1.0:
             fail("target_rel_ci", "a fraction in (0, 1), e.g. 0.01 for 1 %")
@@ -299,12 +305,12 @@ class MeasureConfig:
             fail("warmup_min_s", "seconds >= 0")
         if self.lock_timeout_s is not None and not self.lock_timeout_s >= 0:
             fail("lock_timeout_s", "seconds >= 0 or None")
-        if not is_int(self.seed):
+        if not _is_int(self.seed):
             fail("seed", "an integer")
-        if not is_int(self.sessions) or not 1 <= self.sessions <= self.max_runs:
+        if not _is_int(self.sessions) or not 1 <= self.sessions <= self.max_runs:
             fail("sessions", f"an integer in [1, max_runs={self.max_runs}]")
         if self.pin_cpu is not None:
-            if not is_int(self.pin_cpu) or self.pin_cpu < 0:
+            if not _is_int(self.pin_cpu) or self.pin_cpu < 0:
                 fail("pin_cpu", "None or a core index >= 0")
             if self.intra_op_threads != 1:
                 fail("pin_cpu", "None when intra_op_threads > 1 (one core cannot host a pool)")
