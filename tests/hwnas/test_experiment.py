@@ -18,7 +18,6 @@ import pytest
 from hwnas.experiment import STAGES, ExperimentConfig, ExperimentError, Recipe, run_experiment
 from hwnas.table3 import table_rows
 from search_spaces import load
-from tests.conftest import seed_table
 from tests.reliability.procs import kill_after_line
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -45,10 +44,7 @@ def tiny(lut: Path, **sections) -> dict:
 
 
 @pytest.fixture(scope="module")
-def work(module_cache, calibrated_table):
-    """The module's folder, its table ``t.sqlite`` calibrated already (the session's copy: the experiment's
-    stages are tested here, not a first calibration)."""
-    seed_table(calibrated_table, module_cache / "t.sqlite")
+def work(module_cache):
     return module_cache
 
 

@@ -13,7 +13,6 @@ from hwnas import cli, report
 from hwnas.report import latency_error_stats, write_report
 from nas.search import run_search
 from search_spaces import load, references, walk
-from tests.conftest import seed_table
 from tests.nas.test_search import FMNIST, tiny
 
 needs_data = pytest.mark.skipif(not FMNIST.exists(), reason="needs the dataset-fashion-mnist Debian package")
@@ -32,14 +31,11 @@ def assert_self_contained(html: str, pngs: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, request):
-    """Two real search runs sharing one latency table: `run_search` (random) and `nas search` (tpe).
-
-    The table starts calibrated (the session's copy): the report is tested here, not a first calibration."""
+def runs(tmp_path_factory):
+    """Two real search runs sharing one latency table: `run_search` (random) and `nas search` (tpe)."""
     if not FMNIST.exists():
         pytest.skip("needs the dataset-fashion-mnist Debian package")
     root = tmp_path_factory.mktemp("report")
-    seed_table(request.getfixturevalue("calibrated_table"), root / "t.sqlite")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HWNAS_CACHE_DIR", str(root / "cache"))
         run_search(tiny(root / "random", trials=4), echo=None)

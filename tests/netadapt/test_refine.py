@@ -23,7 +23,6 @@ from nas.search import SearchConfig, run_search
 from netadapt.refine import RefineConfig, RefineError, run_refine
 from search_spaces import load
 from search_spaces.builder import build_model
-from tests.conftest import seed_table
 from tests.reliability.procs import kill_after_line
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -49,10 +48,7 @@ def read_csv(path):
 
 
 @pytest.fixture(scope="module")
-def work(module_cache, calibrated_table):
-    """The module's folder, its table ``t.sqlite`` calibrated already (the session's copy: NetAdapt is tested
-    here, not a first calibration)."""
-    seed_table(calibrated_table, module_cache / "t.sqlite")
+def work(module_cache):
     return module_cache
 
 
