@@ -18,6 +18,7 @@ import pytest
 from hwnas.experiment import STAGES, ExperimentConfig, ExperimentError, Recipe, run_experiment
 from hwnas.table3 import table_rows
 from search_spaces import load
+from tests.conftest import seed_table
 from tests.reliability.procs import kill_after_line
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -31,7 +32,7 @@ def tiny(lut: Path, **sections) -> dict:
     d = {
         "name": "tiny",
         "data": {"deploy_resolution": 64, "train_subset": 1000, "lut": str(lut), "measure": FAST_MEASURE},
-        "search": {"space": "mobilenetv3_small", "searcher": "random", "trials": 2, "target_ms": 0.5, "steps": 4,
+        "search": {"space": "mobilenetv3_small", "searcher": "random", "trials": 2, "target_ms": 1.0, "steps": 4,
                    "batch_size": 32, "holdout": 300, "top_k": 1, "seeds": False},
         "train": {"epochs": 0.05, "batch_size": 32},
         "netadapt": {"reduction": 0.06, "steps": 3, "delta_ratio": 0.05, "max_iters": 2, "holdout": 300},
@@ -44,7 +45,10 @@ def tiny(lut: Path, **sections) -> dict:
 
 
 @pytest.fixture(scope="module")
-def work(module_cache):
+def work(module_cache, calibrated_table):
+    """The module's folder, its table ``t.sqlite`` calibrated already (the session's copy: the experiment's
+    stages are tested here, not a first calibration)."""
+    seed_table(calibrated_table, module_cache / "t.sqlite")
     return module_cache
 
 

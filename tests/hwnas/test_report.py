@@ -13,6 +13,7 @@ from hwnas import cli, report
 from hwnas.report import latency_error_stats, write_report
 from nas.search import run_search
 from search_spaces import load, references, walk
+from tests.conftest import seed_table
 from tests.nas.test_search import FMNIST, tiny
 
 needs_data = pytest.mark.skipif(not FMNIST.exists(), reason="needs the dataset-fashion-mnist Debian package")
@@ -31,16 +32,19 @@ def assert_self_contained(html: str, pngs: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Two real search runs sharing one latency table: `run_search` (random) and `nas search` (tpe)."""
+def runs(tmp_path_factory, request):
+    """Two real search runs sharing one latency table: `run_search` (random) and `nas search` (tpe).
+
+    The table starts calibrated (the session's copy): the report is tested here, not a first calibration."""
     if not FMNIST.exists():
         pytest.skip("needs the dataset-fashion-mnist Debian package")
     root = tmp_path_factory.mktemp("report")
+    seed_table(request.getfixturevalue("calibrated_table"), root / "t.sqlite")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HWNAS_CACHE_DIR", str(root / "cache"))
         run_search(tiny(root / "random", trials=4), echo=None)
         code = cli.main(["search", "--run-dir", str(root / "tpe"), "--space", "mobilenetv3_small", "--searcher", "tpe",
-                         "--target-ms", "0.5", "--trials", "2", "--steps", "4", "--batch-size", "32", "--holdout",
+                         "--target-ms", "1.0", "--trials", "2", "--steps", "4", "--batch-size", "32", "--holdout",
                          "500", "--train-subset", "1000", "--deploy-resolution", "64", "--top-k", "1",
                          "--lut", str(root / "t.sqlite"), "--json"])
         assert code == 0

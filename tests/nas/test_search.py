@@ -14,6 +14,7 @@ from evaluation.evaluate import EvalConfig
 from nas.search import SearchConfig, SearchError, run_search
 from search_spaces import load
 from search_spaces.builder import build_model
+from tests.conftest import seed_default_table, seed_table
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = pytest.mark.skipif(not FMNIST.exists(), reason="needs the dataset-fashion-mnist Debian package")
@@ -24,7 +25,7 @@ FAST_MEASURE = {"warmup_min_s": 0.0, "min_runs": 10, "max_runs": 200, "time_cap_
 def tiny(run_dir, **changes) -> SearchConfig:
     eval_cfg = EvalConfig(holdout=500, train_subset=1000, train={"steps": 4, "batch_size": 32, "threads": 1},
                           deploy_resolution=64, measure=FAST_MEASURE, lut_path=str(Path(run_dir).parent / "t.sqlite"))
-    cfg = SearchConfig(run_dir=str(run_dir), space="mobilenetv3_small", searcher="random", trials=3, target_ms=0.5,
+    cfg = SearchConfig(run_dir=str(run_dir), space="mobilenetv3_small", searcher="random", trials=3, target_ms=1.0,
                        top_k=2, eval=eval_cfg)
     eval_changes = changes.pop("eval", {})
     return SearchConfig.from_dict({**cfg.to_dict(), **changes, "eval": {**eval_cfg.to_dict(), **eval_changes}})
@@ -35,12 +36,20 @@ def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HWNAS_CACHE_DIR", str(tmp_path / "cache"))
 
 
+@pytest.fixture
+def seeded(tmp_path, calibrated_table):
+    """``tiny(tmp_path / ...)``'s table, calibrated already (the session's copy): for tests of what a search
+    does, not of its first calibration (test_search_writes_a_complete_run_directory keeps a fresh table)."""
+    return seed_table(calibrated_table, tmp_path / "t.sqlite")
+
+
 def read_csv(path):
     with open(path) as f:
         return list(csv.DictReader(f))
 
 
 def test_search_writes_a_complete_run_directory(tmp_path):
+    """A first search on a fresh table: it calibrates the table itself (the other tests here start calibrated)."""
     out = run_search(tiny(tmp_path / "run"), echo=None)
     run = tmp_path / "run"
     for name in ("config.json", "study.journal", "trials.csv", "pareto.csv", "found.json", "found_metrics.json",
@@ -64,7 +73,7 @@ def test_search_writes_a_complete_run_directory(tmp_path):
     assert out.completed == 3 and out.failed == 0
 
 
-def test_existing_run_is_never_overwritten_and_resume_extends_it(tmp_path):
+def test_existing_run_is_never_overwritten_and_resume_extends_it(tmp_path, seeded):
     run = tmp_path / "run"
     run_search(tiny(run, trials=2), echo=None)
     first = read_csv(run / "trials.csv")
@@ -77,7 +86,7 @@ def test_existing_run_is_never_overwritten_and_resume_extends_it(tmp_path):
         assert (before["arch_id"], before["accuracy"]) == (after["arch_id"], after["accuracy"])
 
 
-def test_diverging_candidates_fail_their_trial_not_the_search(tmp_path):
+def test_diverging_candidates_fail_their_trial_not_the_search(tmp_path, seeded):
     cfg = tiny(tmp_path / "run", trials=2, eval={"train": {"steps": 4, "batch_size": 32, "threads": 1, "lr": 1e9}})
     out = run_search(cfg, echo=None)
     rows = read_csv(tmp_path / "run" / "trials.csv")
@@ -103,7 +112,7 @@ def test_bad_options_give_one_line_errors(tmp_path, args, hint):
     assert hint in proc.stderr and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
 
 
-def test_a_proposed_duplicate_reuses_the_earlier_result(tmp_path):
+def test_a_proposed_duplicate_reuses_the_earlier_result(tmp_path, seeded):
     # Enqueue the first trial's decisions again, as a searcher might propose them.
     import optuna
     from optuna.storages import JournalStorage
@@ -171,8 +180,12 @@ def test_a_failed_start_leaves_no_run_directory_behind(tmp_path, monkeypatch):
 # The driver-killed-then-resumed test lives in tests/reliability/test_driver_killed.py.
 
 
-def test_nas_search_command_end_to_end(tmp_path):
+def test_nas_search_command_end_to_end(tmp_path, calibrated_table):
+    """The console script end to end; its default table (in HWNAS_CACHE_DIR) starts calibrated, as on a machine
+    that searched before (a first calibration is test_search_writes_a_complete_run_directory's)."""
     import os
+
+    seed_default_table(calibrated_table, tmp_path / "c")
 
     nas = str(Path(sys.executable).with_name("nas"))
     run = tmp_path / "run"

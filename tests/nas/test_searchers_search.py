@@ -1,7 +1,7 @@
 """Every registered searcher through the real search loop (``run_search``, as ``nas search`` runs it):
 real Fashion-MNIST, real training, real Ray, this machine's latency table — three trials each.
 
-One module-scoped latency table (the first search calibrates it, the others reuse it), one local Ray
+One module-scoped latency table (a copy of the session's calibrated one, tests/conftest.py), one local Ray
 instance that every search joins, and the first search's target (MobileNetV3-Small's latency here) for
 the soft runs, so that the six searches cost little more than their trials. The hard runs take the
 analytic latency model with T = the space's seed architecture's latency under it: deterministic, so
@@ -31,6 +31,7 @@ from evaluation.rundir import FOUND_METRICS_FILE, STUDY_FILE
 from nas.rewards import RewardConfig
 from nas.search import STUDY_NAME, SearchConfig, run_search
 from nas.searchers import LATENCY_CONSTRAINT, MULTI_OBJECTIVE, SEARCHERS, trial_reward
+from tests.conftest import seed_table
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = pytest.mark.skipif(not FMNIST.exists(), reason="needs the dataset-fashion-mnist Debian package")
@@ -66,9 +67,10 @@ def search_config(run_dir: Path, lut: Path, name: str, target_ms: float | None) 
 
 
 @pytest.fixture(scope="module")
-def runs(module_cache) -> dict[str, Path]:
+def runs(module_cache, calibrated_table) -> dict[str, Path]:
     from evaluation.execution import RayPool
 
+    seed_table(calibrated_table, module_cache / "table.sqlite")
     pool = RayPool(num_cpus=2)  # each search's own RayPool finds Ray running and leaves it running
     out, target_ms = {}, None
     try:

@@ -23,6 +23,7 @@ from nas.search import SearchConfig, run_search
 from netadapt.refine import RefineConfig, RefineError, run_refine
 from search_spaces import load
 from search_spaces.builder import build_model
+from tests.conftest import seed_table
 from tests.reliability.procs import kill_after_line
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -48,7 +49,10 @@ def read_csv(path):
 
 
 @pytest.fixture(scope="module")
-def work(module_cache):
+def work(module_cache, calibrated_table):
+    """The module's folder, its table ``t.sqlite`` calibrated already (the session's copy: NetAdapt is tested
+    here, not a first calibration)."""
+    seed_table(calibrated_table, module_cache / "t.sqlite")
     return module_cache
 
 
@@ -57,7 +61,7 @@ def refined(work):
     """nas search (2 trials) → netadapt refine --arch found.json --weights found.pt --reduction 0.06."""
     lut = work / "t.sqlite"
     search = SearchConfig(run_dir=str(work / "search"), space="mobilenetv3_small", searcher="random", trials=2,
-                          target_ms=0.5, top_k=1, eval=tiny_eval(lut))
+                          target_ms=1.0, top_k=1, eval=tiny_eval(lut))
     run_search(search, echo=None)
     found = work / "search" / "found.json"
     cfg = tiny_refine(work / "refine", lut, arch=str(found), weights=str(work / "search" / "found.pt"))

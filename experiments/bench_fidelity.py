@@ -1,0 +1,223 @@
+"""Ranking fidelity of the evaluators against the final recipe (issue 13): how well does each cheap score
+rank architectures the way stand-alone training with the final recipe does, and what does it cost?
+
+K architectures are drawn across the space's latency range (a seeded pool of random architectures,
+sorted by the analytic latency model at 224², one taken at each of K evenly spaced quantiles); the list
+is stored in the results file on the first run, so every rerun scores the same ones. Cells, one per
+architecture and kind:
+
+* ``gt-s<seed>`` — the ground truth: the architecture trained stand-alone with the final recipe
+  (``--gt-epochs`` at ``--gt-resolution``, the reproduction's :class:`hwnas.experiment.Recipe` by default),
+  through the experiment's own training path (:func:`evaluation.evaluate.train_task`), on the training
+  images outside the search's held-out split; its **test-split** accuracy. With several ``--gt-seeds`` the
+  ground truth is their mean, and the seeds' own agreement (τ between two seeds) is the noise ceiling
+  no evaluator can beat.
+* ``proxy@R`` — the proxy evaluator as ``nas search --evaluator proxy --train-resolution R`` runs it:
+  ``--proxy-steps`` of training from scratch, held-out accuracy.
+* ``supernet`` — the supernet evaluator as ``nas search --evaluator supernet --supernet FILE`` runs it
+  (:func:`evaluation.evaluators.score`): subnet extracted, BatchNorm recalibrated, held-out accuracy.
+  Extra settings ``supernet-bn<B>-h<H>`` (``--supernet-settings 250x1000,...``) score with B BatchNorm
+  images and H held-out images instead of the evaluator's defaults.
+
+For each kind it reports Kendall τ and Spearman ρ against the ground truth (scipy), and the median
+seconds per candidate (wall time of the cell × threads = CPU-seconds on the CPU). Every cell is written to
+the results file as soon as it finishes, so a killed run resumes where it stopped.
+
+Usage (from the repository root)::
+
+    python experiments/bench_fidelity.py [--space mobilenetv3] [--archs 16] [--supernet FILE] \\
+        [--gt-epochs 3] [--gt-resolution 32] [--gt-seeds 0] [--proxy 32,72] [--proxy-steps 150] \\
+        [--workers 1] [--threads 1] [--device auto] [--out bench_fidelity.json]
+
+``--workers N`` runs N cells at once in worker processes (each with ``--threads`` torch threads): on a
+GPU machine, many small trainings share the one device. On this 2-core machine the whole study
+(16 architectures, 3 ground-truth epochs at 32², two proxies, the supernet) is several CPU-hours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def draw_archs(space_name: str, k: int, pool: int, seed: int) -> list[dict]:
+    """K architectures of the space at evenly spaced quantiles of analytic latency (224²) over a seeded pool."""
+    import numpy as np
+
+    from latency.model import latency_model
+    from search_spaces import cost
+    from search_spaces.spaces import get_space
+
+    space = get_space(space_name, in_channels=1, num_classes=10)
+    analytic = latency_model("analytic", resolution=224)
+    rng = np.random.default_rng(seed)
+    seen, specs = set(), []
+    while len(specs) < pool:
+        spec = space.decode(space.sample(rng))
+        if spec.arch_id not in seen:
+            seen.add(spec.arch_id)
+            specs.append((analytic.latency_ms(spec), spec))
+    specs.sort(key=lambda t: t[0])
+    picks = [specs[min(len(specs) - 1, int((i + 0.5) * len(specs) / k))] for i in range(k)]
+    out = []
+    for ms, spec in picks:
+        costs = cost.count(spec, 224)
+        out.append({"arch_id": spec.arch_id, "analytic_ms": ms, "madds": costs.madds, "params": costs.params,
+                    "spec": spec.to_json()})
+    return out
+
+
+def run_cell(kind: str, spec_json: str, opts: dict) -> dict:
+    """One cell in a worker process: ``{"score", "seconds", ...}``; a failure comes back as ``{"error"}``."""
+    import torch
+
+    from evaluation.evaluate import EvalConfig, train_task
+    from search_spaces import ArchSpec
+
+    torch.set_num_threads(opts["threads"])
+    base = {"threads": opts["threads"], "device": opts["device"]}
+    t0 = time.perf_counter()
+    if kind.startswith("gt-s"):
+        train = {**base, "epochs": opts["gt_epochs"], "resolution_px": opts["gt_resolution"],
+                 "batch_size": opts["gt_batch_size"], "lr": opts["gt_lr"]}
+        res = train_task(spec_json, EvalConfig(train=train, keep_weights=False), train, int(kind[4:]), test=True)
+        out = {"score": res["test_accuracy"], "heldout": res["accuracy"], "error": res["error"]}
+    elif kind.startswith("proxy@"):
+        train = {**base, "steps": opts["proxy_steps"], "resolution_px": int(kind[6:]), "batch_size": 128}
+        res = train_task(spec_json, EvalConfig(train=train, keep_weights=False), train, 0)
+        out = {"score": res["accuracy"], "error": res["error"]}
+    elif kind.startswith("supernet"):
+        from evaluation.supernet import BN_IMAGES, SCORE_IMAGES, score_subnet
+
+        bn, held = BN_IMAGES, SCORE_IMAGES
+        if kind != "supernet":  # supernet-bn<B>-h<H>
+            b, h = kind[len("supernet-bn"):].split("-h")
+            bn, held = int(b), int(h)
+        cfg = EvalConfig(evaluator="supernet", supernet=opts["supernet"], train=base, keep_weights=False)
+        _, res = score_subnet(ArchSpec.from_json(spec_json), cfg, bn_images=bn, score_images=held)
+        out = {"score": res.val_accuracy, "error": None, "bn_images": bn, "score_images": held}
+    else:
+        raise ValueError(f"unknown cell kind {kind!r}")
+    out["seconds"] = time.perf_counter() - t0
+    out["cpu_seconds"] = out["seconds"] * opts["threads"] if opts["device"] != "cuda" else None
+    out["load_after"] = os.getloadavg()[0]
+    return out
+
+
+def summarize(results: dict) -> list[dict]:
+    import numpy as np
+    from scipy import stats as sps
+
+    archs = results["archs"]
+    kinds = sorted({c.split("/")[0] for c in results["cells"]})
+    gt_kinds = [k for k in kinds if k.startswith("gt-s")]
+
+    def scores(kind):
+        return [results["cells"].get(f"{kind}/{i}", {}).get("score") for i in range(len(archs))]
+
+    gt_runs = [scores(k) for k in gt_kinds]
+    gt = [float(np.mean(v)) if v and all(s is not None for s in v) else None for v in zip(*gt_runs)] if gt_runs else []
+    rows = []
+    for kind in kinds:
+        s = scores(kind)
+        pairs = [(a, b) for a, b in zip(s, gt) if a is not None and b is not None]
+        secs = [results["cells"][f"{kind}/{i}"]["seconds"] for i in range(len(archs)) if f"{kind}/{i}" in results["cells"]]
+        row = {"kind": kind, "n": len(pairs), "median_s": float(np.median(secs)) if secs else None}
+        if len(pairs) >= 4 and not kind.startswith("gt-s"):
+            a, b = zip(*pairs)
+            row["kendall_tau"] = float(sps.kendalltau(a, b).statistic)
+            row["spearman"] = float(sps.spearmanr(a, b).statistic)
+        rows.append(row)
+    if len(gt_runs) >= 2:  # the ground truth's own seed-to-seed agreement: the ceiling
+        a, b = gt_runs[0], gt_runs[1]
+        pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
+        if len(pairs) >= 4:
+            x, y = zip(*pairs)
+            rows.append({"kind": f"{gt_kinds[0]} vs {gt_kinds[1]}", "n": len(pairs),
+                         "kendall_tau": float(sps.kendalltau(x, y).statistic),
+                         "spearman": float(sps.spearmanr(x, y).statistic)})
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--space", default="mobilenetv3")
+    p.add_argument("--archs", type=int, default=16)
+    p.add_argument("--pool", type=int, default=2000, help="random architectures the K are drawn from")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--supernet", help="a trained supernet of the space (without it the supernet cells are skipped)")
+    p.add_argument("--supernet-settings", default="", help="extra scoring settings BxH (BatchNorm × held-out images)")
+    p.add_argument("--gt-epochs", type=float, help="final-recipe epochs (default: the reproduction's Recipe)")
+    p.add_argument("--gt-resolution", type=int, help="final-recipe resolution (default: the reproduction's Recipe)")
+    p.add_argument("--gt-seeds", default="0", help="seeds of the ground-truth training, comma-separated")
+    p.add_argument("--proxy", default="32,72", help="proxy training resolutions")
+    p.add_argument("--proxy-steps", type=int, default=150)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--only", default="", help="run only these kinds (comma-separated, e.g. gt-s0,supernet)")
+    p.add_argument("--out", default="bench_fidelity.json")
+    args = p.parse_args()
+
+    from hwnas.experiment import Recipe
+    from search_spaces.files import atomic_write_text
+
+    recipe = Recipe()
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.exists() else {}
+    opts = {"threads": args.threads, "device": args.device, "supernet": args.supernet,
+            "gt_epochs": args.gt_epochs or recipe.epochs, "gt_resolution": args.gt_resolution or recipe.resolution_px,
+            "gt_batch_size": recipe.batch_size, "gt_lr": recipe.lr, "proxy_steps": args.proxy_steps}
+    setup = {"space": args.space, "archs": args.archs, "pool": args.pool, "seed": args.seed,
+             "gt_epochs": opts["gt_epochs"], "gt_resolution": opts["gt_resolution"], "proxy_steps": args.proxy_steps}
+    if results and results.get("setup") != setup:
+        raise SystemExit(f"{out} holds another study ({results.get('setup')}); give another --out")
+    if not results:
+        results = {"setup": setup, "archs": draw_archs(args.space, args.archs, args.pool, args.seed), "cells": {},
+                   "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}}
+        atomic_write_text(out, json.dumps(results, indent=2))
+    kinds = [f"gt-s{s}" for s in args.gt_seeds.split(",") if s] + [f"proxy@{r}" for r in args.proxy.split(",") if r]
+    if args.supernet:
+        kinds += ["supernet"] + [f"supernet-bn{s.split('x')[0]}-h{s.split('x')[1]}"
+                                 for s in args.supernet_settings.split(",") if s]
+    if args.only:
+        kinds = [k for k in kinds if k in args.only.split(",")]
+    todo = [(k, i) for i in range(len(results["archs"])) for k in kinds if f"{k}/{i}" not in results["cells"]]
+    print(f"{len(todo)} cells to run ({len(results['cells'])} done) with {args.workers} worker(s)", flush=True)
+    with ProcessPoolExecutor(max_workers=args.workers, mp_context=get_context("spawn")) as pool:
+        running = {}
+        while todo or running:
+            while todo and len(running) < args.workers:
+                k, i = todo.pop(0)
+                running[pool.submit(run_cell, k, results["archs"][i]["spec"], opts)] = (k, i)
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                k, i = running.pop(fut)
+                cell = fut.result()
+                cell.update(threads=args.threads, workers=args.workers, device=args.device)
+                results["cells"][f"{k}/{i}"] = cell
+                atomic_write_text(out, json.dumps(results, indent=2))
+                print(f"{k}/{i} ({results['archs'][i]['analytic_ms']:.1f} ms analytic): score {cell['score']} "
+                      f"in {cell['seconds']:.1f} s{' error ' + cell['error'] if cell.get('error') else ''}", flush=True)
+    rows = summarize(results)
+    results["summary"] = rows
+    atomic_write_text(out, json.dumps(results, indent=2))
+    print("| kind | n | Kendall τ vs ground truth | Spearman ρ | median s per candidate |")
+    print("| --- | --- | --- | --- | --- |")
+    for r in rows:
+        tau, rho, s = r.get("kendall_tau"), r.get("spearman"), r.get("median_s")
+        print(f"| {r['kind']} | {r['n']} | {'' if tau is None else f'{tau:.3f}'} | "
+              f"{'' if rho is None else f'{rho:.3f}'} | {'' if s is None else f'{s:.1f}'} |")
+
+
+if __name__ == "__main__":
+    main()
