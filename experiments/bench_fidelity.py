@@ -130,7 +130,8 @@ def summarize(results: dict) -> list[dict]:
     for kind in kinds:
         s = scores(kind)
         pairs = [(a, b) for a, b in zip(s, gt) if a is not None and b is not None]
-        secs = [results["cells"][f"{kind}/{i}"]["seconds"] for i in range(len(archs)) if f"{kind}/{i}" in results["cells"]]
+        cells = [results["cells"].get(f"{kind}/{i}") for i in range(len(archs))]
+        secs = [c["seconds"] for c in cells if c]
         row = {"kind": kind, "n": len(pairs), "median_s": float(np.median(secs)) if secs else None}
         if len(pairs) >= 4 and not kind.startswith("gt-s"):
             a, b = zip(*pairs)
