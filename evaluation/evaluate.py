@@ -349,11 +349,11 @@ def train_task(spec_json: str, cfg: EvalConfig, train: dict, seed: int, test: bo
     """Train ``spec`` (from scratch, or from what ``init`` loads), score it; a Ray task of plain data.
 
     Returns ``{arch_id, accuracy, val_loss, test_accuracy, steps, train_s, weights, error, total_s}``
-    (held-out accuracy; the test split's only when ``test``); a diverged or broken run comes back
-    with ``error`` set, not raised. Used by NetAdapt (with ``init`` inheriting a parent's weights),
-    the experiment pipeline and the reproduction table.
+    (held-out accuracy; the test split's only when ``test``; ``weights`` only with ``cfg.keep_weights``);
+    a diverged or broken network comes back with ``error`` set, not raised (:func:`_is_candidate_failure`:
+    a set-up error, such as a missing data set or device, is raised). Used by NetAdapt (with ``init``
+    inheriting a parent's weights), the experiment pipeline and the reproduction table.
     """
-    from evaluation.data import DatasetError
     from evaluation.training import evaluate
 
     spec = ArchSpec.from_json(spec_json)
@@ -367,10 +367,10 @@ def train_task(spec_json: str, cfg: EvalConfig, train: dict, seed: int, test: bo
         if test:
             data, _, _ = dataset_split(cfg)
             out["test_accuracy"], _ = evaluate(model, data.test_images, data.test_labels, tcfg, stats=tr.input_stats)
-        out["weights"] = weights_bytes(model.state_dict())
-    except DatasetError:
-        raise
-    except (ValueError, RuntimeError) as e:
+        out["weights"] = weights_bytes(model.state_dict()) if cfg.keep_weights else None
+    except Exception as e:  # noqa: BLE001 - sorted by _is_candidate_failure; the rest is re-raised
+        if not _is_candidate_failure(e):
+            raise  # the set-up is wrong (data set, device, task), not this network
         out["error"], _ = failure(e)
     out["total_s"] = time.perf_counter() - t0
     return out
@@ -380,18 +380,17 @@ def _train_dense_task(spec: ArchSpec, cfg: EvalConfig, train: dict, seed: int, t
                       t0: float) -> dict:
     """:func:`train_task` for a dense task: "accuracy" and "test_accuracy" are the task's metric
     (:func:`evaluation.dense_task.metric_name`), on held-out and test mosaics."""
-    from evaluation.data import DatasetError
-    from evaluation.dense_task import TaskError, score_test_split, train_dense_candidate
+    from evaluation.dense_task import score_test_split, train_dense_candidate
 
     try:
         model, sc, dcfg = train_dense_candidate(spec, cfg, train, seed, init)
         out.update(accuracy=sc.val_accuracy, val_loss=None, steps=sc.steps, train_s=sc.train_time_s, metric=sc.metric)
         if test:
             out["test_accuracy"] = score_test_split(model, spec, cfg, dcfg, sc.result.input_stats)
-        out["weights"] = weights_bytes(model.state_dict())
-    except (DatasetError, TaskError):
-        raise
-    except (ValueError, RuntimeError) as e:
+        out["weights"] = weights_bytes(model.state_dict()) if cfg.keep_weights else None
+    except Exception as e:  # noqa: BLE001 - sorted by _is_candidate_failure; the rest is re-raised
+        if not _is_candidate_failure(e):
+            raise
         out["error"], _ = failure(e)
     out["total_s"] = time.perf_counter() - t0
     return out

@@ -20,7 +20,8 @@ architecture and kind:
   images and H held-out images instead of the evaluator's defaults.
 
 For each kind it reports Kendall τ and Spearman ρ against the ground truth (scipy), and the median
-seconds per candidate (wall time of the cell × threads = CPU-seconds on the CPU). Every cell is written to
+wall seconds per candidate (``median_s``) and, on the CPU, the median CPU-seconds (``median_cpu_s``: wall
+time × threads of the cell). Every cell is written to
 the results file as soon as it finishes, so a killed run resumes where it stopped.
 
 Usage (from the repository root)::
@@ -132,7 +133,9 @@ def summarize(results: dict) -> list[dict]:
         pairs = [(a, b) for a, b in zip(s, gt) if a is not None and b is not None]
         cells = [results["cells"].get(f"{kind}/{i}") for i in range(len(archs))]
         secs = [c["seconds"] for c in cells if c]
-        row = {"kind": kind, "n": len(pairs), "median_s": float(np.median(secs)) if secs else None}
+        cpu = [c["cpu_seconds"] for c in cells if c and c.get("cpu_seconds") is not None]
+        row = {"kind": kind, "n": len(pairs), "median_s": float(np.median(secs)) if secs else None,
+               "median_cpu_s": float(np.median(cpu)) if cpu else None}
         if len(pairs) >= 4 and not kind.startswith("gt-s"):
             a, b = zip(*pairs)
             row["kendall_tau"] = float(sps.kendalltau(a, b).statistic)
@@ -212,12 +215,13 @@ def main() -> None:
     rows = summarize(results)
     results["summary"] = rows
     atomic_write_text(out, json.dumps(results, indent=2))
-    print("| kind | n | Kendall τ vs ground truth | Spearman ρ | median s per candidate |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| kind | n | Kendall τ vs ground truth | Spearman ρ | median wall s per candidate | median CPU-s |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        tau, rho, s = r.get("kendall_tau"), r.get("spearman"), r.get("median_s")
+        tau, rho, s, c = r.get("kendall_tau"), r.get("spearman"), r.get("median_s"), r.get("median_cpu_s")
         print(f"| {r['kind']} | {r['n']} | {'' if tau is None else f'{tau:.3f}'} | "
-              f"{'' if rho is None else f'{rho:.3f}'} | {'' if s is None else f'{s:.1f}'} |")
+              f"{'' if rho is None else f'{rho:.3f}'} | {'' if s is None else f'{s:.1f}'} | "
+              f"{'' if c is None else f'{c:.1f}'} |")
 
 
 if __name__ == "__main__":

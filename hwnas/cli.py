@@ -237,6 +237,9 @@ def add_latency_backend_options(parser) -> None:
                         help=f"command backend: runs per measurement, the median counts (default {d.command_repeats})")
     parser.add_argument("--latency-timeout", type=float, metavar="S",
                         help=f"command backend: seconds allowed per run (default {d.command_timeout_s:g})")
+    parser.add_argument("--latency-time-cap", type=float, metavar="S",
+                        help=f"longest timed phase of one measurement, in seconds (default {d.time_cap_s:g}); less is "
+                             "faster and noisier (the confidence interval of each measurement says how much)")
     parser.add_argument("--latency-node", metavar="device=NAME",
                         help="ray-node backend: measure on the Ray node offering the resource latency:NAME "
                              "(one measurement at a time per device)")
@@ -269,7 +272,7 @@ def latency_measure_options(args: argparse.Namespace) -> dict:
             raise ValueError(f"--latency-node: expected device=NAME, got {node!r}")
         fields["device"] = device.strip()
     for option, field in (("latency_repeats", "command_repeats"), ("latency_timeout", "command_timeout_s"),
-                          ("latency_node_timeout", "node_timeout_s")):
+                          ("latency_node_timeout", "node_timeout_s"), ("latency_time_cap", "time_cap_s")):
         if getattr(args, option, None) is not None:
             fields[field] = getattr(args, option)
     default = MeasureConfig().to_dict()
@@ -279,6 +282,7 @@ def latency_measure_options(args: argparse.Namespace) -> dict:
         message = str(e)
         for field, option in (("command_timeout_s", "--latency-timeout"), ("command_repeats", "--latency-repeats"),
                               ("node_timeout_s", "--latency-node-timeout"), ("intra_op_threads", "--threads"),
+                              ("time_cap_s", "--latency-time-cap"),
                               ("command", "--latency-command"), ("device", "--latency-device/--latency-node")):
             message = message.replace(f"MeasureConfig.{field}=", f"{option} ")
         raise ValueError(message) from None

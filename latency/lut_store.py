@@ -365,12 +365,6 @@ def fit_calibration(points: Sequence[tuple[Mapping[str, float], float]]) -> Cali
                         loo_max_abs_error=max(errors))
 
 
-def raw_sum_ms(entries_ms: Sequence[float], overhead_ms: float) -> tuple[float, tuple[float, ...]]:
-    """Σ(entry − overhead) + overhead: each isolated entry paid one ``run()`` call's fixed cost."""
-    layer_ms = tuple(max(e - overhead_ms, 0.0) for e in entries_ms)
-    return sum(layer_ms) + overhead_ms, layer_ms
-
-
 class TableFormatError(ValueError):
     """The file is not a latency table of a version this code reads."""
 

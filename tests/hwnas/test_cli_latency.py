@@ -42,13 +42,16 @@ def test_measure_int8_is_calibrated_on_real_images(tmp_path):
     assert out["precision"] == "int8" and out["median_ms"] > 0
 
 
+QUICK = ("--latency-time-cap", "0.2")  # draft timing: the table's logic is under test, not its precision
+
+
 def test_build_predict_validate_with_a_table_file(tmp_path):
     lut = tmp_path / "t.sqlite"
     built = json.loads(run(tmp_path, "build-lut", "--arch", "mobilenetv3_small", "mnasnet_a1", "mobilenetv2_035",
-                           "--resolution", "32", "--calibrate", "3", "--lut", str(lut), "--json").stdout)
+                           "--resolution", "32", "--calibrate", "3", "--lut", str(lut), *QUICK, "--json").stdout)
     assert built["measured"] == built["keys"] > 0 and built["calibration"]["n_points"] == 3
     again = json.loads(run(tmp_path, "build-lut", "--arch", "mobilenetv3_small", "--resolution", "32",
-                           "--calibrate", "0", "--lut", str(lut), "--json").stdout)
+                           "--calibrate", "0", "--lut", str(lut), *QUICK, "--json").stdout)
     assert again["measured"] == 0  # cached
     pred = json.loads(run(tmp_path, "predict", "mobilenetv3_small", "--resolution", "32", "--lut", str(lut),
                           "--no-measure", "--json").stdout)
@@ -57,18 +60,19 @@ def test_build_predict_validate_with_a_table_file(tmp_path):
                   ok=False)
     assert missing.returncode == 2 and "lacks" in missing.stderr and missing.stderr.count("\n") == 1
     val = json.loads(run(tmp_path, "validate", "--space", "mobilenetv3_small", "--n", "2", "--resolution", "32",
-                         "--lut", str(lut), "--json").stdout)
+                         "--lut", str(lut), *QUICK, "--json").stdout)
     assert val["summary"]["n"] == 2 and len(val["rows"]) == 2 and val["plain"] is None  # nothing anchored
 
 
 def test_anchored_calibration_and_validation_share_the_tables_anchor(tmp_path):
     lut = tmp_path / "t.sqlite"
     built = json.loads(run(tmp_path, "build-lut", "--arch", "mobilenetv3_small", "mobilenetv2_035", "--resolution",
-                           "32", "--calibrate", "2", "--anchor", "mnasnet_a1", "--lut", str(lut), "--json").stdout)
+                           "32", "--calibrate", "2", "--anchor", "mnasnet_a1", "--lut", str(lut), *QUICK,
+                           "--json").stdout)
     anchor = built["anchor"]
     assert anchor["name"] == "mnasnet_a1" and anchor["resolution"] == 32 and anchor["ms"] > 0
     val = json.loads(run(tmp_path, "validate", "--space", "mobilenetv3_small", "--n", "2", "--resolution", "32",
-                         "--anchor", "mnasnet_a1", "--lut", str(lut), "--json").stdout)
+                         "--anchor", "mnasnet_a1", "--lut", str(lut), *QUICK, "--json").stdout)
     assert val["anchor"] == anchor and all(r["measured_ms"] > 0 for r in val["rows"])
     # plain validation beside the anchored one: same predictions, each network measured alone
     plain = val["plain"]
@@ -96,7 +100,8 @@ def test_backend_options_refuse_bad_input_in_one_line(capsys):
     cases = [(["--latency-node", "pixel7"], "--latency-node: expected device=NAME, got 'pixel7'"),
              (["--latency-backend", "command"], "needs --latency-command TEMPLATE"),
              (["--latency-command", "bench.sh model.onnx"], "--latency-command 'bench.sh model.onnx' is invalid"),
-             (["--latency-command", "b {onnx}", "--latency-node", "device=x"], "two backends")]
+             (["--latency-command", "b {onnx}", "--latency-node", "device=x"], "two backends"),
+             (["--latency-time-cap", "0"], "--latency-time-cap 0.0")]
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         cases.append((["--latency-backend", "ort-cuda"],
                       "latency backend ort-cuda needs onnxruntime-gpu's CUDAExecutionProvider; available: "))
@@ -144,3 +149,4 @@ def test_backend_options_become_measure_settings_and_the_default_adds_none():
         == {"backend": "command", "command": "b {onnx}", "command_repeats": 5}
     assert latency_measure_options(parser.parse_args(["--latency-node", "device=pixel7"])) \
         == {"backend": "ray-node", "device": "pixel7"}
+    assert latency_measure_options(parser.parse_args(["--latency-time-cap", "0.2"])) == {"time_cap_s": 0.2}
