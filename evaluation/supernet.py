@@ -44,6 +44,7 @@ At the proxy's 32² the last two stages run on 2×2 and 1×1 maps and their kern
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import os
 import time
@@ -348,18 +349,16 @@ class SuperNet(nn.Module):
             stage: list[dict[str, SlotDims]] = []
             reached = set()
             for prev in sorted(states):
-                for op in ops:
-                    for f in filters:
-                        for n in layers:
-                            blocks = space.stage(i, prev, _fixed_values(space, op=op, filters=f, layers=n,
-                                                                         se=max(_choices(space, "se"))))
-                            for j, b in enumerate(blocks):
-                                while len(stage) <= j:
-                                    stage.append({})
-                                d = stage[j].setdefault(b.kind.value, SlotDims())
-                                d.grow(b.in_channels, b.expand_channels, b.out_channels,
-                                       se_channels(ref.se, b.in_channels, b.expand_channels))
-                            reached.add(blocks[-1].out_channels if blocks else prev)
+                for op, f, n in itertools.product(ops, filters, layers):
+                    blocks = space.stage(i, prev, _fixed_values(space, op=op, filters=f, layers=n,
+                                                                 se=max(_choices(space, "se"))))
+                    for j, b in enumerate(blocks):
+                        while len(stage) <= j:
+                            stage.append({})
+                        d = stage[j].setdefault(b.kind.value, SlotDims())
+                        d.grow(b.in_channels, b.expand_channels, b.out_channels,
+                               se_channels(ref.se, b.in_channels, b.expand_channels))
+                    reached.add(blocks[-1].out_channels if blocks else prev)
             dims.append(stage)
             states = reached
         return dims, max(states)
@@ -412,11 +411,26 @@ class SuperNet(nn.Module):
         return se_channels(self.reference.se, b.in_channels, b.expand_channels)
 
     # -- forward and extraction --------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, subnet: Subnet) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, subnet: Subnet, features: list | None = None) -> torch.Tensor:
+        """Logits of ``subnet`` on ``x``; ``features``, when given, receives the stem's output and then
+        each searched stage's output (None for a stage the subnet removed)."""
         x = self.stem(x)
-        for slots, blocks in zip(self.stages, subnet):
-            for slot, b in zip(slots, blocks):
-                x = slot[b.kind.value](x, b, self._se(b))
+        if features is not None:
+            features.append(x)
+        for i, blocks in enumerate(subnet):
+            x = self.run_stage(i, x, blocks)
+            if features is not None:
+                features.append(x if blocks else None)
+        return self.head(x)
+
+    def run_stage(self, i: int, x: torch.Tensor, blocks: tuple[Block, ...]) -> torch.Tensor:
+        """Searched stage ``i`` of a subnet (its decoded ``blocks``) on ``x``."""
+        for slot, b in zip(self.stages[i], blocks):
+            x = slot[b.kind.value](x, b, self._se(b))
+        return x
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """The fixed head (its conv's input sliced to ``x``'s width) on the last stage's output."""
         if self.head_conv is not None:
             x = _act(self.head_bn(self.head_conv(x, self.reference.head.conv_channels, 1)),
                      self.reference.head.activation)

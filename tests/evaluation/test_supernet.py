@@ -66,16 +66,20 @@ def perturbed(space_name: str) -> SuperNet:
 
 
 def corners(space) -> dict[str, dict]:
-    """Vectors that reach every op family, both kernels, SE on and off, both depth extremes."""
+    """Vectors that reach every op family with and without skips, both kernels, SE on and off, both depth
+    extremes."""
     rng = np.random.default_rng(3)
     out = {}
-    for op, kernel, se, filters, layers in (("conv", 3, 0.25, 1.25, 1), ("dsconv", 5, 0.25, 0.75, -1),
-                                            ("mbconv3", 3, 0.0, 1.0, 0), ("mbconv6", 3, 0.25, 1.25, 1)):
+    for op, kernel, se, filters, layers, skip in (
+            ("conv", 3, 0.25, 1.25, 1, "identity"), ("conv", 5, 0.0, 1.0, 1, "none"),
+            ("dsconv", 5, 0.25, 0.75, -1, "identity"), ("dsconv", 3, 0.25, 1.25, 1, "none"),
+            ("mbconv3", 3, 0.0, 1.0, 0, "identity"), ("mbconv6", 3, 0.25, 1.25, 1, "identity"),
+            ("mbconv6", 5, 0.25, 1.25, 1, "none")):
         v = space.sample(rng)
-        fixed = {"op": op, "kernel": kernel, "se": se, "filters": filters, "layers": layers}
+        fixed = {"op": op, "kernel": kernel, "se": se, "filters": filters, "layers": layers, "skip": skip}
         for d in space.decisions():
             v[d.name] = fixed.get(d.name.split(".", 1)[1], v[d.name])
-        out[f"all-{op}-k{kernel}"] = v
+        out[f"all-{op}-k{kernel}-{skip}"] = v
     out["random"] = space.sample(rng)
     return out
 
@@ -136,6 +140,23 @@ def test_the_largest_and_smallest_subnets_are_the_corners_of_the_space():
     assert net.stages[6][1]["mbconv"].project.weight.shape[0] == big.blocks[-1].out_channels
 
 
+def test_the_forward_pass_is_the_stem_the_stages_and_the_head_and_reports_each_stages_output():
+    net = perturbed("mobilenetv3_small")
+    subnet = net.subnet(net.smallest())
+    assert subnet[0] == ()  # stage 0 (stride 1, one layer) removed by "layers -1"
+    x = torch.randn(2, 1, 32, 32)
+    feats: list = []
+    with torch.no_grad():
+        logits = net(x, subnet, feats)
+        y = net.stem(x)
+        for i, blocks in enumerate(subnet):
+            y = net.run_stage(i, y, blocks)
+        assert torch.equal(net.head(y), logits)
+    assert len(feats) == 1 + len(subnet) and feats[1] is None and feats[-1] is None
+    kept = [f for f in feats if f is not None]
+    assert torch.equal(kept[-1], y) and [f.shape[1] for f in kept[1:]] == [s[-1].out_channels for s in subnet if s]
+
+
 def test_a_spec_outside_the_space_or_of_other_classes_is_refused():
     from search_spaces import references
     from search_spaces.spec import SpecError
@@ -173,7 +194,7 @@ def test_bn_recalibration_recomputes_the_statistics_of_the_sample():
 @pytest.mark.parametrize("name", SPACE_NAMES)
 def test_folding_batchnorm_keeps_the_outputs_and_leaves_the_model_alone(name):
     net = perturbed(name)
-    spec = net.space.decode(corners(net.space)["all-mbconv6-k3"])
+    spec = net.space.decode(corners(net.space)["all-mbconv6-k3-identity"])
     model = net.extract(spec).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     folded = fold_batchnorm(model)
