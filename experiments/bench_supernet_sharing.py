@@ -19,13 +19,13 @@ images, at ``--resolution``; every arm uses the same batches, augmentation and l
 subnets, and ``--ops dsconv,mbconv3,mbconv6`` samples the op among a subset, so that each decision
 family's cost to weight sharing can be read off against ``spos``. Scored: the largest, the smallest and
 ``--subnets`` random subnets (seed 1), each extracted, BatchNorm recalibrated on 500 training images,
-accuracy on 1,000 held-out images. ``--truth FILE`` (a results file holding a ``standalone`` run of the
-same settings) adds Kendall τ and Spearman ρ of the scores against stand-alone training.
+accuracy on 1,000 held-out images. ``--truth FILE`` (a results file holding ``standalone`` runs of the
+same ``--fix``/``--ops``, seed 0) adds Kendall τ and Spearman ρ of the scores against the longest of them.
 
 Usage (from the repository root)::
 
     python experiments/bench_supernet_sharing.py ARM [--steps 300] [--resolution 40] [--fix K=V,...] \\
-        [--ops OP,...] [--kd W] [--subnets 8] [--truth FILE] [--lr 0.05] [--threads 1] \\
+        [--ops OP,...] [--kd W] [--subnets 8] [--truth FILE] [--seed 0] [--lr 0.05] [--threads 1] \\
         [--out bench_supernet_sharing.json]
 """
 
@@ -114,6 +114,8 @@ def main() -> None:
     p.add_argument("--subnets", type=int, default=8, help="random subnets scored (standalone: trained alone)")
     p.add_argument("--truth", default="", help="a results file with a standalone run of the same settings: "
                    "report Kendall tau and Spearman against it")
+    p.add_argument("--seed", type=int, default=0, help="initialisation, batches and sampled subnets (not the "
+                   "scored architectures)")
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="bench_supernet_sharing.json")
@@ -167,11 +169,11 @@ def main() -> None:
         for step in range(args.steps):
             for group in opt.param_groups:
                 group["lr"] = learning_rate(step, args.steps, tcfg)
-            g = torch.Generator().manual_seed(step)
+            g = torch.Generator().manual_seed(step + 1_000_003 * args.seed)
             idx = train_idx[torch.randint(len(train_idx), (64,), generator=g)]
             x = preprocess(data.train_images[idx], tcfg, stats, g)
             y = data.train_labels[idx]
-            rng = np.random.default_rng([0, step])
+            rng = np.random.default_rng([args.seed, step])
             if args.arm in ("stagewise", "sandwich"):
                 subnets = [model.largest(), model.smallest(), fix(space.sample(rng)), fix(space.sample(rng))]
                 if args.arm == "stagewise":
@@ -200,13 +202,13 @@ def main() -> None:
     t0 = time.perf_counter()
     if args.arm == "standalone":  # every scored architecture, each trained alone
         for name, vec in scored.items():
-            torch.manual_seed(0)
+            torch.manual_seed(args.seed)
             model = build_model(space.decode(vec)).to(memory_format=torch.channels_last)
             train(model)
             rows[name] = score(model)
             print(name, rows[name], flush=True)
     else:
-        torch.manual_seed(0)
+        torch.manual_seed(args.seed)
         net = SuperNet(space).to(memory_format=torch.channels_last)
         train(net, scored["random0"])
         for name, vec in {"largest": net.largest(), "smallest": net.smallest(), **scored}.items():
@@ -215,12 +217,15 @@ def main() -> None:
     rand = [v for k, v in rows.items() if k.startswith("random")]
     result = {"arm": args.arm, "fix": fixes, "ops": ops, "kd": args.kd,
               "steps": args.steps, "resolution": args.resolution, "lr": args.lr, "subnets": args.subnets,
+              "seed": args.seed,
               "train_s": round(train_s, 1), "accuracy": rows, "random_mean": float(np.mean(rand))}
     if args.truth:  # ranking against stand-alone training of the same architectures
         from scipy import stats as sps
 
-        truth = next(r for r in json.loads(Path(args.truth).read_text()) if r["arm"] == "standalone"
-                     and r["fix"] == fixes and r["ops"] == ops and r["steps"] == args.steps)["accuracy"]
+        runs = [r for r in json.loads(Path(args.truth).read_text()) if r["arm"] == "standalone"
+                and r.get("seed", 0) == 0 and r["fix"] == fixes and r["ops"] == ops]
+        longest = max(runs, key=lambda r: r["steps"])  # the longest stand-alone training
+        truth, result["truth_steps"] = longest["accuracy"], longest["steps"]
         names = [k for k in scored if k in truth]
         a, b = [rows[k] for k in names], [truth[k] for k in names]
         result["kendall_tau"] = float(sps.kendalltau(a, b)[0])
