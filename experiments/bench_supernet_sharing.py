@@ -13,7 +13,10 @@ images, at ``--resolution``; every arm uses the same batches, augmentation and l
   smallest and 2 random subnets per step, in-place distillation); with ``--kd W`` every other subnet
   also learns the largest's stage outputs (:func:`distill_features_step`);
 * ``spos`` — 4 uniformly random subnets per step, each on the labels (single-path one-shot);
-* ``stagewise`` — stage-wise distillation from the largest (:func:`stagewise_step`).
+* ``stagewise`` — stage-wise distillation from the largest (:func:`stagewise_step`);
+* ``finetune`` — each scored architecture extracted from a supernet saved by ``--save`` (``--load``) and
+  trained ``--steps`` steps alone, as ``standalone`` trains it from scratch: does the supernet's start
+  rank better than a proxy of the same steps from scratch?
 
 ``--fix op=mbconv6,skip=identity`` holds decisions at one value, in training and in the scored
 subnets, and ``--ops dsconv,mbconv3,mbconv6`` samples the op among a subset, so that each decision
@@ -25,7 +28,8 @@ same ``--fix``/``--ops``, seed 0) adds Kendall τ and Spearman ρ of the scores 
 Usage (from the repository root)::
 
     python experiments/bench_supernet_sharing.py ARM [--steps 300] [--resolution 40] [--fix K=V,...] \\
-        [--ops OP,...] [--kd W] [--subnets 8] [--truth FILE] [--seed 0] [--lr 0.05] [--threads 1] \\
+        [--ops OP,...] [--kd W] [--subnets 8] [--truth FILE] [--seed 0] [--save F | --load F] \\
+        [--lr 0.05] [--threads 1] \\
         [--out bench_supernet_sharing.json]
 """
 
@@ -40,7 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ARMS = ("standalone", "single", "sandwich", "spos", "stagewise")
+ARMS = ("standalone", "single", "sandwich", "spos", "stagewise", "finetune")
 
 
 
@@ -116,6 +120,8 @@ def main() -> None:
                    "report Kendall tau and Spearman against it")
     p.add_argument("--seed", type=int, default=0, help="initialisation, batches and sampled subnets (not the "
                    "scored architectures)")
+    p.add_argument("--save", default="", help="keep the trained supernet's weights in this file")
+    p.add_argument("--load", default="", help="finetune: the supernet's weights (from --save)")
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="bench_supernet_sharing.json")
@@ -184,7 +190,7 @@ def main() -> None:
                     sandwich_step(model, opt, scaler, x, y, subnets, criterion, torch.device("cpu"))
                 continue
             opt.zero_grad(set_to_none=True)
-            if args.arm == "standalone":
+            if args.arm in ("standalone", "finetune"):
                 criterion(model(x), y).backward()
             else:
                 for v in [vec] if args.arm == "single" else [fix(space.sample(rng)) for _ in range(4)]:
@@ -200,10 +206,18 @@ def main() -> None:
 
     rows = {}
     t0 = time.perf_counter()
-    if args.arm == "standalone":  # every scored architecture, each trained alone
+    if args.arm in ("standalone", "finetune"):  # every scored architecture, each trained alone
+        if args.arm == "finetune":
+            if not args.load:
+                p.error("finetune needs --load SUPERNET (a state saved by --save)")
+            net = SuperNet(space)
+            net.load_state_dict(torch.load(args.load, weights_only=True))
         for name, vec in scored.items():
             torch.manual_seed(args.seed)
-            model = build_model(space.decode(vec)).to(memory_format=torch.channels_last)
+            if args.arm == "finetune":  # from the supernet's weights of the architecture
+                model = net.extract(space.decode(vec)).to(memory_format=torch.channels_last)
+            else:
+                model = build_model(space.decode(vec)).to(memory_format=torch.channels_last)
             train(model)
             rows[name] = score(model)
             print(name, rows[name], flush=True)
@@ -211,6 +225,8 @@ def main() -> None:
         torch.manual_seed(args.seed)
         net = SuperNet(space).to(memory_format=torch.channels_last)
         train(net, scored["random0"])
+        if args.save:
+            torch.save(net.state_dict(), args.save)
         for name, vec in {"largest": net.largest(), "smallest": net.smallest(), **scored}.items():
             rows[name] = score(net.extract(space.decode(vec)))
     train_s = time.perf_counter() - t0
