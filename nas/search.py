@@ -736,6 +736,7 @@ def _progress_line(rows, done, total, durations, slots, res: EvalResult, number:
 def _finish(cfg: SearchConfig, study, run: SearchRun, rows: list[dict], echo):
     """Re-measure the top-k whole on the device (nothing else running), pick and save the winner."""
     from evaluation.dense_task import metric_name
+    from latency.backends import BackendFault
     from latency.model import TableLatency
     from nas.rewards import mnas_reward
     from nas.searchers import proposal_stats
@@ -759,12 +760,18 @@ def _finish(cfg: SearchConfig, study, run: SearchRun, rows: list[dict], echo):
     model = latency_model(cfg.eval)
     table = model.table if isinstance(model, TableLatency) and model.can_measure else None
     trials = study.get_trials(deepcopy=False)
-    best, best_reward = None, -1.0
+    best, best_reward, faults = None, -1.0, []
     for r in ranked:
         spec = space.decode(trials[r["number"]].params)
         deploy = spec.replace(resolution=cfg.eval.deploy_resolution)
         if r["number"] not in remeasured:
-            remeasured[r["number"]] = measured_model.latency_ms(deploy)
+            try:
+                remeasured[r["number"]] = measured_model.latency_ms(deploy)
+            except BackendFault as e:  # one model's measurement failed: the next of the top-k may stand
+                faults.append(f"trial {r['number']}: {e}")
+                log_line(run_dir, f"re-measuring trial {r['number']} failed, so it is not a candidate for "
+                                  f"{FOUND_FILE}: {e}", echo)
+                continue
             atomic_write_text(remeasured_path, json.dumps(remeasured, indent=1))
             if table is not None:
                 table.add_point(deploy, remeasured[r["number"]])  # improves the calibration for next time
@@ -778,6 +785,9 @@ def _finish(cfg: SearchConfig, study, run: SearchRun, rows: list[dict], echo):
             best, best_reward = (r, spec), reward
     if table is not None and table.store.points():
         table.fit()
+    if best is None:
+        raise BackendFault(f"re-measuring every one of the top {len(ranked)} trials failed ({'; '.join(faults)}); "
+                           "the trials stay in the run, so fix the backend and resume it")
     row, spec = best
     name = f"{cfg.space}-{cfg.searcher}-trial{row['number']}"
     found = spec.replace(name=name)

@@ -44,6 +44,13 @@ elif mode == "corners-then-nan":  # the search's start times its space's two cor
     n = int(counter.read_text()) if counter.exists() else 0
     counter.write_text(str(n + 1))
     print(2.5 if n < 2 else "nan")
+elif mode == "fail-first":  # the first call fails (a counter file beside the tool), every later one prints 2.5
+    counter = Path(sys.argv[0]).with_suffix(".count")
+    n = int(counter.read_text()) if counter.exists() else 0
+    counter.write_text(str(n + 1))
+    if n == 0:
+        sys.exit("adb: device offline")
+    print(2.5)
 elif mode == "shape":  # the sum of the input's dimensions
     print(sum(dims))
 elif mode == "nothing":
@@ -230,6 +237,37 @@ def test_in_a_search_a_command_fault_fails_only_its_trial(tmp_path):
     assert all("printed 'nan', not a finite number" in r["error"] for r in rows), [r["error"] for r in rows]
     assert out.found is None and out.failed == 2
     assert not lut.exists()  # nothing was written to a table
+
+
+@pytest.mark.slow  # three searches of two trials (Ray's start dominates)
+@pytest.mark.skipif(not FMNIST.exists(), reason="needs the dataset-fashion-mnist Debian package")
+def test_a_failed_re_measurement_of_the_top_k_passes_to_the_next_and_all_failed_is_one_error(tmp_path):
+    from evaluation.evaluate import EvalConfig
+    from nas.search import SearchConfig, run_search
+
+    def search(mode: str):
+        cfg = tool(tmp_path, mode, command_timeout_s=20.0)
+        eval_cfg = EvalConfig(holdout=500, train_subset=1000, train={"steps": 2, "batch_size": 32, "threads": 1},
+                              deploy_resolution=32, latency="measured", lut_path=str(tmp_path / "t.sqlite"),
+                              measure={k: v for k, v in cfg.to_dict().items() if v != MeasureConfig().to_dict()[k]})
+        return SearchConfig(run_dir=str(tmp_path / "run"), space="mobilenetv3_small", searcher="random", trials=2,
+                            target_ms=5.0, top_k=2, eval=eval_cfg, workers=1)
+
+    run = tmp_path / "run"
+    first = run_search(search("ok"), echo=None)
+    assert first.found is not None
+    # The device goes away after the trials: resumed, the search only re-measures its top 2 again.
+    (run / "remeasured.json").unlink()
+    (run / "found.json").unlink()
+    with pytest.raises(BackendFault, match="re-measuring every one of the top 2 trials failed .*device offline"):
+        run_search(search("fail"), resume=True, echo=None)
+    assert not (run / "found.json").exists() and len(list(csv.DictReader(open(run / "trials.csv")))) == 2
+    # One re-measurement fails: the other of the top 2 is the winner, and the log says why.
+    lines: list[str] = []
+    out = run_search(search("fail-first"), resume=True, echo=lines.append)
+    failed = [line for line in lines if line.startswith("re-measuring trial")]
+    assert len(failed) == 1 and "device offline" in failed[0], lines
+    assert out.found is not None and f"trial {out.found_metrics['trial']}:" not in failed[0]
 
 
 # ------------------------------------------------------------------------------------------------
