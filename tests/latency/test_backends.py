@@ -32,23 +32,23 @@ from pathlib import Path
 mode, onnx, shape = sys.argv[1], sys.argv[2], sys.argv[3]
 assert Path(onnx).stat().st_size > 0, "no model file"
 dims = [int(d) for d in shape.split(",")]
+
+
+def calls_before():  # how often the tool ran before (a counter file beside it)
+    counter = Path(sys.argv[0]).with_suffix(".count")
+    n = int(counter.read_text()) if counter.exists() else 0
+    counter.write_text(str(n + 1))
+    return n
+
+
 if mode == "ok":
     print("2.5 ms")
-elif mode == "cycle":  # 1, 5, 3, 1, ... (a counter file beside the tool): the median of three runs is 3
-    counter = Path(sys.argv[0]).with_suffix(".count")
-    n = int(counter.read_text()) if counter.exists() else 0
-    counter.write_text(str(n + 1))
-    print([1.0, 5.0, 3.0][n % 3])
+elif mode == "cycle":  # 1, 5, 3, 1, ...: the median of three runs is 3
+    print([1.0, 5.0, 3.0][calls_before() % 3])
 elif mode == "corners-then-nan":  # the search's start times its space's two corner networks; then nan
-    counter = Path(sys.argv[0]).with_suffix(".count")
-    n = int(counter.read_text()) if counter.exists() else 0
-    counter.write_text(str(n + 1))
-    print(2.5 if n < 2 else "nan")
-elif mode == "fail-first":  # the first call fails (a counter file beside the tool), every later one prints 2.5
-    counter = Path(sys.argv[0]).with_suffix(".count")
-    n = int(counter.read_text()) if counter.exists() else 0
-    counter.write_text(str(n + 1))
-    if n == 0:
+    print(2.5 if calls_before() < 2 else "nan")
+elif mode == "fail-first":  # the first call fails, every later one prints 2.5
+    if calls_before() == 0:
         sys.exit("adb: device offline")
     print(2.5)
 elif mode == "shape":  # the sum of the input's dimensions
