@@ -92,10 +92,11 @@ def test_deterministic_models_repeat_themselves_at_their_resolution(kind, tables
     assert build(kind, tables).latency_ms(SMALL) == first  # a model reopened on the same file
 
 
-@pytest.mark.parametrize("kind", DETERMINISTIC)
-def test_a_narrower_network_is_not_slower(kind, tables):
-    m = build(kind, tables)
-    assert m.latency_ms(NARROW) <= m.latency_ms(SMALL)
+def test_a_narrower_network_is_not_slower_by_the_analytic_model():
+    # Only the analytic model promises this: a table holds timings, and at 32² two tiny networks can
+    # time within noise of each other (CI once measured the 0.5-width network 10 % slower).
+    m = AnalyticLatency(RES)
+    assert m.latency_ms(NARROW) < m.latency_ms(SMALL)
 
 
 def test_can_measure_agrees_with_measure_and_ratio(model):
