@@ -64,7 +64,11 @@ PRESETS = {
 }
 SEARCH_TRAIN = {**PROXY_TRAIN, "steps": 150}  # each candidate's proxy training (see the README's figures)
 LATENCY_MODES = ("predicted", "measured", "analytic")  # EvalConfig.latency: which latency model scores candidates
-CALIBRATION_NETWORKS = 12  # whole networks the table's calibration is fitted on before a first search
+# Whole networks the table's calibration is fitted on before a first search. More did not measurably help:
+# refitted on 12 / 20 / 30 of 100 networks measured on a quiet host, the held-out share within ±5 % was
+# 65 / 74 / 76 % in one window and 50 / 49 / 53 % in another, and a table built on 20 validated no better
+# than one on 12 (README, "Measured results"; experiments/bench_lut_accuracy.py --refit).
+CALIBRATION_NETWORKS = 12
 LATER_HEARTBEAT_S = 60.0  # "training trial(s) ..." after this long without a line, once a result gave an ETA
 STUDY_NAME = "search"
 START_FILES = (CONFIG_FILE, LOG_FILE, STUDY_FILE, WEIGHTS_DIR)  # what a new search writes before its first trial
@@ -298,11 +302,20 @@ def ensure_calibration(cfg: SearchConfig, space, echo=None) -> None:
                 echo(f"  using the calibration of {table.path}: {table.calibration.describe()}")
             measure_entries(table, corners, echo)
             return
+        # The same list every time (seeds, then random networks drawn with cfg.seed), less the networks
+        # already recorded, so that a table calibrated on fewer networks (an older default) is topped
+        # up with new ones instead of measuring its own again.
+        recorded = {p["arch_id"] for p in table.store.points()}
         rng = np.random.default_rng(cfg.seed)
-        specs = [space.decode(v) for v in space.seeds().values()]
-        while len(specs) < CALIBRATION_NETWORKS - have:
-            specs.append(space.decode(space.sample(rng)))
-        specs = [s.replace(resolution=cfg.eval.deploy_resolution) for s in specs]
+        specs = [s.replace(resolution=cfg.eval.deploy_resolution) for s in map(space.decode, space.seeds().values())]
+        specs = [s for s in specs if s.arch_id not in recorded]
+        for _ in range(100 * CALIBRATION_NETWORKS):  # bounded: a space smaller than that stops the draws
+            if len(specs) >= CALIBRATION_NETWORKS - have:
+                break
+            spec = space.decode(space.sample(rng)).replace(resolution=cfg.eval.deploy_resolution)
+            if spec.arch_id not in recorded and all(spec.arch_id != s.arch_id for s in specs):
+                specs.append(spec)
+        specs = specs[:max(CALIBRATION_NETWORKS - have, 0)]
         if echo:
             echo(f"calibrating the latency table {table.path} on {len(specs)} whole networks (once per device; "
                  "a few minutes)")

@@ -50,8 +50,8 @@ FAST_MEASURE = {"warmup_min_s": 0.0, "min_runs": 10, "max_runs": 200, "time_cap_
 @pytest.fixture(scope="session")
 def calibrated_table(tmp_path_factory):
     """A latency table calibrated once per test run, as a first ``mobilenetv3_small`` search at 64² on
-    Fashion-MNIST (1 channel, 10 classes) calibrates its table: the same 12 whole networks (seed 0) and
-    the space's corners, through :func:`nas.search.ensure_calibration` itself.
+    Fashion-MNIST (1 channel, 10 classes) calibrates its table: the same CALIBRATION_NETWORKS whole
+    networks (seed 0) and the space's corners, through :func:`nas.search.ensure_calibration` itself.
 
     Modules whose searches only need *a* calibrated table copy it (:func:`seed_table`) instead of each
     timing the same whole networks again; a table's fingerprint holds the machine and ORT settings, not

@@ -1,8 +1,8 @@
 """Searches beside each other: a second process that needs the calibration of a table another process is
 calibrating waits for it and uses its calibration (instead of measuring the same networks again and
 storing a different fit). Real processes, a real table, real entry measurements; the "first process"
-(the test) stores its calibration points without timing 12 whole networks (their ONNX export alone
-would take half a minute here)."""
+(the test) stores its calibration points without timing CALIBRATION_NETWORKS whole networks (their ONNX
+export alone would take half a minute here)."""
 
 from __future__ import annotations
 
@@ -80,3 +80,33 @@ def test_metric_names_follow_what_the_study_is_told():
     assert metric_names("rl") == ["reward"] and metric_names("nsga2") == ["accuracy", "latency_ms"]
     with pytest.raises(ValueError, match="did you mean 'nsga2'"):
         metric_names("nsga")
+
+
+def test_a_table_calibrated_on_fewer_networks_is_topped_up_with_new_ones(tmp_path, monkeypatch):
+    """A table from an older default (fewer calibration networks) gets only the missing ones measured,
+    never its own networks again; then it is complete and the next search measures nothing."""
+    monkeypatch.setenv("HWNAS_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = SearchConfig(run_dir="unused", space="mobilenetv3_small", target_ms=5.0,
+                       eval=EvalConfig(lut_path=str(tmp_path / "t.sqlite"), deploy_resolution=32,
+                                       measure=FAST_MEASURE))
+    space = get_space("mobilenetv3_small", resolution=32, in_channels=1, num_classes=10)
+    table = latency_model(cfg.eval).table
+    seed = space.decode(next(iter(space.seeds().values()))).replace(resolution=32)
+    distinct = {s.arch_id: s for s in (seed, *_neighbours_of_the_seed(space, CALIBRATION_NETWORKS))}
+    older = list(distinct.values())[:CALIBRATION_NETWORKS - 5]
+    for spec in older:  # what an older default recorded: the seed first (the list starts with it), then others
+        table.add_point(spec, 0.9 * table.predict(spec).raw_sum_ms)
+    table.fit()
+    before = {p["arch_id"]: p["measured_ms"] for p in table.store.points()}
+    assert len(before) == CALIBRATION_NETWORKS - 5
+
+    lines: list[str] = []
+    ensure_calibration(cfg, space, echo=lines.append)
+    assert any("on 5 whole networks" in line for line in lines), lines
+    after = {p["arch_id"]: p["measured_ms"] for p in table.store.points()}
+    assert len(after) == CALIBRATION_NETWORKS and type(table)(table.path, table.cfg).calibration.n_points == len(after)
+    assert {k: after[k] for k in before} == before  # the recorded networks were not measured again
+
+    lines.clear()
+    ensure_calibration(cfg, space, echo=lines.append)
+    assert not any(line.startswith("calibrating") for line in lines), lines
