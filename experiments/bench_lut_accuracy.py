@@ -67,12 +67,9 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
-def pass_agreement(rows: list[dict]) -> dict | None:
-    """How far two measurements of the same network, taken in different passes, are apart: the ceiling of
-    any prediction judged against one measurement (None with a single pass)."""
-    by_arch: dict[str, list[float]] = {}
-    for r in rows:
-        by_arch.setdefault(r["arch_id"], []).append(float(r["measured_ms"]))
+def pass_agreement(by_arch: dict[str, list[float]]) -> dict | None:
+    """How far a network's first two measurements (``by_arch``: its measured ms, pass by pass) are apart:
+    the ceiling of any prediction judged against one measurement (None with a single pass)."""
     diffs = [abs(m[1] - m[0]) / m[0] for m in by_arch.values() if len(m) >= 2]
     if not diffs:
         return None
@@ -200,13 +197,13 @@ def main(argv: list[str] | None = None) -> int:
 
     wanted = {s.arch_id for s in specs}
     rows = [r for r in rows if r["arch_id"] in wanted and int(r["pass"]) < args.passes]
-    agreement = pass_agreement(rows)
-    measured: dict[str, list[float]] = {}
-    for r in rows:
-        measured.setdefault(r["arch_id"], []).append(float(r["measured_ms"]))
-    rows = [{**r, "measured_ms": statistics.median(measured[r["arch_id"]]),
-             "error": float(r["predicted_ms"]) / statistics.median(measured[r["arch_id"]]) - 1}
-            for r in rows if int(r["pass"]) == 0]
+    by_arch: dict[str, list[float]] = {}
+    for r in sorted(rows, key=lambda r: int(r["pass"])):
+        by_arch.setdefault(r["arch_id"], []).append(float(r["measured_ms"]))
+    agreement = pass_agreement(by_arch)
+    median_ms = {a: statistics.median(m) for a, m in by_arch.items()}
+    rows = [{**r, "measured_ms": median_ms[a], "error": float(r["predicted_ms"]) / median_ms[a] - 1}
+            for r in rows if int(r["pass"]) == 0 for a in [r["arch_id"]]]
     errors = [abs(float(r["error"])) for r in rows]
     tau = kendall_tau([float(r["predicted_ms"]) for r in rows], [float(r["measured_ms"]) for r in rows])
     summary = {

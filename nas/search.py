@@ -13,6 +13,7 @@ as ``found.json`` (a spec: the input of ``netadapt refine --arch``) with its wei
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -305,17 +306,18 @@ def ensure_calibration(cfg: SearchConfig, space, echo=None) -> None:
         # The same list every time (seeds, then random networks drawn with cfg.seed), less the networks
         # already recorded, so that a table calibrated on fewer networks (an older default) is topped
         # up with new ones instead of measuring its own again.
-        recorded = {p["arch_id"] for p in table.store.points()}
+        seen = {p["arch_id"] for p in table.store.points()}
         rng = np.random.default_rng(cfg.seed)
-        specs = [s.replace(resolution=cfg.eval.deploy_resolution) for s in map(space.decode, space.seeds().values())]
-        specs = [s for s in specs if s.arch_id not in recorded]
-        for _ in range(100 * CALIBRATION_NETWORKS):  # bounded: a space smaller than that stops the draws
+        seeds = (space.decode(v) for v in space.seeds().values())
+        draws = (space.decode(space.sample(rng)) for _ in range(100 * CALIBRATION_NETWORKS))  # bounded: a tiny space
+        specs = []
+        for spec in itertools.chain(seeds, draws):
             if len(specs) >= CALIBRATION_NETWORKS - have:
                 break
-            spec = space.decode(space.sample(rng)).replace(resolution=cfg.eval.deploy_resolution)
-            if spec.arch_id not in recorded and all(spec.arch_id != s.arch_id for s in specs):
+            spec = spec.replace(resolution=cfg.eval.deploy_resolution)
+            if spec.arch_id not in seen:
+                seen.add(spec.arch_id)
                 specs.append(spec)
-        specs = specs[:max(CALIBRATION_NETWORKS - have, 0)]
         if echo:
             echo(f"calibrating the latency table {table.path} on {len(specs)} whole networks (once per device; "
                  "a few minutes)")
