@@ -141,6 +141,18 @@ class NetRecipe:
     head_conv_min_width: float = 0.0  # head conv is never scaled below this width (MobileNetV2: 1.0)
 
 
+def scaled_stem(channels: int, width: float, fix_below: float = 0.75) -> int:
+    """The stem's width at a width multiplier: its base width below ``fix_below``, else scaled."""
+    return channels if width < fix_below else make_divisible(channels * width)
+
+
+def scaled_head(conv: int, hidden: int, width: float, conv_min_width: float = 0.0) -> tuple[int, int]:
+    """The last stage's (pre-pool conv, post-pool hidden) widths at a width multiplier (0 = none): the
+    conv is scaled (never below ``conv_min_width``), the hidden layer only above width 1."""
+    head_conv = make_divisible(conv * max(width, conv_min_width)) if conv else 0
+    return head_conv, make_divisible(hidden * width) if hidden and width > 1.0 else hidden
+
+
 def build_spec(
     recipe: NetRecipe,
     width: float = 1.0,
@@ -153,24 +165,14 @@ def build_spec(
     """Resolve a recipe at a width multiplier into an :class:`ArchSpec` with absolute channels."""
     if not 0.0 < width <= 8.0:
         raise ValueError(f"width multiplier must be in (0, 8], got {width}")
-    stem_out = (
-        recipe.stem_channels
-        if width < recipe.fix_stem_below
-        else make_divisible(recipe.stem_channels * width)
-    )
+    stem_out = scaled_stem(recipe.stem_channels, width, recipe.fix_stem_below)
     blocks: list[Block] = []
     prev = stem_out
     for stage in recipe.stages:
         blocks.extend(stage_blocks(stage, prev, width))
         prev = blocks[-1].out_channels if blocks else prev
-    head_conv = (
-        make_divisible(recipe.head_conv_channels * max(width, recipe.head_conv_min_width))
-        if recipe.head_conv_channels
-        else 0
-    )
-    hidden = recipe.head_hidden_channels
-    if hidden and width > 1.0:
-        hidden = make_divisible(hidden * width)
+    head_conv, hidden = scaled_head(recipe.head_conv_channels, recipe.head_hidden_channels, width,
+                                    recipe.head_conv_min_width)
     return ArchSpec(
         stem=Stem(out_channels=stem_out, kernel_size=3, stride=2, activation=recipe.stem_activation),
         blocks=tuple(blocks),

@@ -28,7 +28,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from search_spaces.scaling import StageRecipe, make_divisible, stage_blocks
+from search_spaces.scaling import StageRecipe, scaled_head, scaled_stem, stage_blocks
 from search_spaces.spec import (
     Activation,
     ArchSpec,
@@ -159,7 +159,9 @@ class FactorizedSpace:
         """Turn a full decision vector into a spec. Unknown or missing decisions raise SpecError."""
         self._check(params)
         v3 = self.variant == "mobilenetv3"
-        stem_out = make_divisible((16 if v3 else 32) * self.base_width)
+        # stem and last stage by the reference networks' width rule (search_spaces.scaling): V3's
+        # 16-filter stem stays at 16 below width 0.75 (MobileNetV3 §5.2, Table 9), MnasNet's 32 scales
+        stem_out = scaled_stem(16, self.base_width) if v3 else scaled_stem(32, self.base_width, fix_below=0.0)
         stem = Stem(out_channels=stem_out, kernel_size=3, stride=2,
                     activation=Activation.HSWISH if v3 else Activation.RELU)
         blocks: list[Block] = []
@@ -176,11 +178,12 @@ class FactorizedSpace:
         if not blocks:
             raise SpecError("", "decoded architecture has no blocks")
         if v3:
-            head = Head(conv_channels=make_divisible(960 * self.base_width), hidden_channels=1280,
-                        activation=Activation.HSWISH, dropout=0.2)
+            conv, hidden = scaled_head(960, 1280, self.base_width)
+            head = Head(conv_channels=conv, hidden_channels=hidden, activation=Activation.HSWISH, dropout=0.2)
             se = SEConfig(ratio=0.25, base=SEBase.EXPAND, divisor=8, gate=Gate.HSIGMOID)
         else:
-            head = Head(conv_channels=1280, hidden_channels=0, activation=Activation.RELU, dropout=0.2)
+            conv, hidden = scaled_head(1280, 0, self.base_width)
+            head = Head(conv_channels=conv, hidden_channels=hidden, activation=Activation.RELU, dropout=0.2)
             se = SEConfig(ratio=0.25, base=SEBase.INPUT, divisor=1, gate=Gate.SIGMOID)
         return ArchSpec(stem=stem, blocks=tuple(blocks), head=head, resolution=self.resolution,
                         in_channels=self.in_channels, num_classes=self.num_classes, se=se, name="")
@@ -312,18 +315,26 @@ class FactorizedSpace:
                 ("mbconv6", 5, 0.25, "identity", 1.0, 0),
                 ("mbconv6", 3, 0.0, "identity", 1.0, 0),
             ])}
-        # The MobileNetV3-Large-like point: A1's layout with V3's activations and no 320 block;
-        # NetAdapt's expansion cuts then lead to V3-Large's 4/3 and 2.5/2.3 ratios.
+        # The MobileNetV3-Large-like point: MnasNet-A1's layout (Fig. 7) in the MobileNetV3 variant:
+        # V3-Large's activations, SE placement, 16-filter stem with a residual first layer, efficient
+        # last stage and no 320 block. Every layer has V3-Large's kind, kernel, stride and widths, and
+        # an expansion at least V3-Large's (A1's ×6 where V3-Large has 64/72, 240/200/184/184), so
+        # NetAdapt, which only shrinks, can reach MobileNetV3-Large from it.
         large_like = vector([
             ("dsconv", 3, 0.0, "identity", 1.0, 0, "relu"),
-            ("mbconv3", 3, 0.0, "identity", 1.0, 0, "relu"),
+            ("mbconv6", 3, 0.0, "identity", 1.0, 0, "relu"),
             ("mbconv3", 5, 0.25, "identity", 1.0, 0, "relu"),
             ("mbconv6", 3, 0.0, "identity", 1.0, 0, "hswish"),
             ("mbconv6", 3, 0.25, "identity", 1.0, 0, "hswish"),
             ("mbconv6", 5, 0.25, "identity", 1.0, 0, "hswish"),
             ("mbconv6", 3, 0.0, "identity", 1.0, -1, "hswish"),
         ][: len(self.baseline)])
-        return {"mobilenetv3_large_like": large_like} if len(self.baseline) == 7 else {}
+        if len(self.baseline) != 7:
+            return {}
+        # at another base width the same decisions are that layout at that width multiplier (the small
+        # space: ×0.5, as mobilenetv3_large_050 scales MobileNetV3-Large)
+        suffix = "" if self.base_width == 1.0 else f"_{round(self.base_width * 100):03d}"
+        return {f"mobilenetv3_large_like{suffix}": large_like}
 
 
 _SPACES = {

@@ -42,7 +42,7 @@ def test_train_then_eval_a_subnet_and_save_an_ordinary_checkpoint(tmp_path):
     assert out["meta"]["complete"] and out["meta"]["trained_steps"] == 2
 
     save = tmp_path / "sub.pt"
-    ev = nas(tmp_path, "supernet", "eval", "--arch", "mobilenetv3_large_like", "--supernet", str(path),
+    ev = nas(tmp_path, "supernet", "eval", "--arch", "mobilenetv3_large_like_050", "--supernet", str(path),
              "--holdout", "500", "--bn-images", "64", "--max-eval", "200", "--save", str(save), "--json")
     assert ev.returncode == 0, ev.stderr[-2000:]
     info = json.loads(ev.stdout)

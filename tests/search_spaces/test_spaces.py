@@ -1,9 +1,12 @@
 """Search spaces: decode, encode, sample, seeds."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from search_spaces import BlockKind, SpecError, references
+from search_spaces import Block, BlockKind, SpecError, references
+from search_spaces.scaling import DIVISOR, make_divisible
 from search_spaces.spaces import SPACE_NAMES, get_space
 
 
@@ -41,16 +44,38 @@ def test_mnasnet_a1_is_encoded_exactly():
     assert space.decode(space.encode(a1)).replace(name=a1.name) == a1
 
 
-def test_v3_large_like_point_has_the_v3_layout():
+def test_v3_large_like_point_is_v3_large_with_a1s_expansions_so_netadapt_can_reach_it():
     space = get_space("mobilenetv3")
     spec = space.decode(space.seeds()["mobilenetv3_large_like"])
     large = references.get("mobilenetv3_large")
-    assert len(spec.blocks) == len(large.blocks) == 15
-    assert [b.out_channels for b in spec.blocks] == [b.out_channels for b in large.blocks]
-    assert [b.stride for b in spec.blocks] == [b.stride for b in large.blocks]
-    assert [b.se for b in spec.blocks] == [b.se for b in large.blocks]
-    assert [b.activation for b in spec.blocks] == [b.activation for b in large.blocks]
     assert spec.stem == large.stem and spec.head == large.head and spec.se == large.se
+    assert len(spec.blocks) == len(large.blocks) == 15
+    for i, (ours, v3) in enumerate(zip(spec.blocks, large.blocks)):
+        for f in dataclasses.fields(Block):
+            a, b = getattr(ours, f.name), getattr(v3, f.name)
+            if f.name == "expand_channels":  # NetAdapt only shrinks, in steps of the divisor
+                assert a >= b and (a - b) % DIVISOR == 0, (i, a, b)
+            else:
+                assert a == b, (i, f.name, a, b)
+    # MnasNet-A1's layout: its ops and kernels block by block (A1's ×6 / ×3 expansions)
+    a1 = references.get("mnasnet_a1")
+    assert [(b.kind, b.kernel_size, b.expand_channels // b.in_channels) for b in spec.blocks] == \
+        [(b.kind, b.kernel_size, b.expand_channels // b.in_channels) for b in a1.blocks[:15]]
+
+
+def test_the_small_space_is_the_v3_space_at_half_width_by_the_reference_width_rule():
+    small, large = get_space("mobilenetv3_small"), get_space("mobilenetv3")
+    assert set(small.seeds()) == {"mobilenetv3_large_like_050"}
+    half = small.decode(small.seeds()["mobilenetv3_large_like_050"])
+    full = large.decode(large.seeds()["mobilenetv3_large_like"])
+    v3_half = references.get("mobilenetv3_large_050")
+    # MobileNetV3's stem stays at 16 filters below width 0.75; the last stage as MobileNetV3-Large ×0.5's
+    assert half.stem == v3_half.stem and half.stem.out_channels == 16 and half.head == v3_half.head
+    assert [b.out_channels for b in half.blocks] == [make_divisible(b.out_channels * 0.5) for b in full.blocks]
+    assert [(b.kind, b.kernel_size, b.stride, b.se, b.activation) for b in half.blocks] == \
+        [(b.kind, b.kernel_size, b.stride, b.se, b.activation) for b in full.blocks]
+    rng = np.random.default_rng(0)
+    assert all(small.decode(small.sample(rng)).stem.out_channels == 16 for _ in range(20))
 
 
 def test_only_the_first_layer_of_a_block_strides_and_stride2_blocks_never_vanish():
