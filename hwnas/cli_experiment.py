@@ -45,7 +45,7 @@ def cmd_table(args) -> int:
     echo = None if args.json else (lambda line: print(line, flush=True))
     rows = table_rows(args.experiments, args.out, recipe=recipe, reference_names=names, dataset=args.dataset,
                       data_dir=args.data_dir, deploy_resolution=args.deploy_resolution, int8=not args.no_int8,
-                      remeasure=args.remeasure, ray_address=args.ray_address, echo=echo)
+                      remeasure=args.remeasure, ray_address=args.ray_address, seeds=args.seeds, echo=echo)
     if args.json:
         json.dump(rows, sys.stdout, indent=2, default=str)
         print()
@@ -59,6 +59,7 @@ def cmd_table(args) -> int:
 def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     from evaluation.evaluate import EvalConfig
     from hwnas.cli import HelpFormatter
+    from hwnas.table3 import TABLE_SEEDS
 
     ev = EvalConfig()
     p = sub.add_parser("experiment", help="the whole MobileNetV3 process, and the reproduction table")
@@ -81,6 +82,9 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--epochs", type=float, help="training epochs (default: the first experiment's [final] recipe)")
     t.add_argument("--references", help="comma-separated reference names (default: V3-Large 1.0/0.75, MnasNet-A1, "
                                         "V2 1.0, V3-Small 1.0/0.75, V2 0.35; empty: none)")
+    t.add_argument("--seeds", type=int, default=TABLE_SEEDS,
+                   help="training seeds per network (the recipe's seed and the next ones): accuracy as mean ± "
+                        "standard deviation, and 'beats'/'loses to' only beyond two standard errors")
     t.add_argument("--no-int8", action="store_true", help="skip the int8 latency column")
     t.add_argument("--remeasure", action="store_true",
                    help="measure every network's latency again, back to back (rows trained at different times "

@@ -128,11 +128,18 @@ class LatencyModel(abc.ABC):
     def ratio(self, spec: ArchSpec, reference: ArchSpec) -> float | None:
         """latency(spec) / latency(reference), measured interleaved so that host drift cancels
         (:func:`latency.measure.measure_pair`); None where this machine cannot measure."""
+        paired = self.paired(spec, reference)
+        return None if paired is None else paired.ratio
+
+    def paired(self, spec: ArchSpec, reference: ArchSpec):
+        """The whole interleaved measurement of ``spec`` against ``reference``
+        (:class:`latency.measure.PairedMeasurement`: the ratio and its CI); None where this machine
+        cannot measure."""
         if not self.can_measure:
             return None
         from latency.measure import measure_pair
 
-        return measure_pair(self.onnx(spec), self.onnx(reference), self.measure_config).ratio
+        return measure_pair(self.onnx(spec), self.onnx(reference), self.measure_config)
 
     # -- identity ----------------------------------------------------------------------------------
     @property

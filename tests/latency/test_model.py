@@ -106,8 +106,11 @@ def test_can_measure_agrees_with_measure_and_ratio(model):
         assert isinstance(measured, float) and math.isfinite(measured) and measured > 0
         assert isinstance(ratio, float) and math.isfinite(ratio) and ratio > 0
         assert model.measure_config is not None
+        paired = model.paired(NARROW, SMALL)  # the ratio with its interval
+        assert 0 < paired.ratio_ci_low <= paired.ratio <= paired.ratio_ci_high
     else:
         assert measured is None and ratio is None and model.measure_config is None
+        assert model.paired(NARROW, SMALL) is None
         with pytest.raises(LatencyError, match="cannot measure"):
             model.measurement(SMALL)
 
