@@ -112,9 +112,11 @@ class ExperimentConfig:
               "evaluator": _SEARCH.eval.evaluator, "supernet": _SEARCH.eval.supernet}
     TRAIN = {"epochs": 2.0, "batch_size": PROXY_TRAIN["batch_size"], "lr": 0.1,
              "resolution_px": PROXY_TRAIN["resolution_px"]}
+    # reduction_if_met: a winner that already meets the NetAdapt target is still refined, by this fraction
+    # of its latency, so that every experiment shows what NetAdapt adds (0: skip NetAdapt then)
     NETADAPT = {"enabled": True, "target_ms": None, "target_like": None, "reduction": None, "steps": _REFINE.steps,
                 "delta_ratio": _REFINE.delta_ratio, "metric": _REFINE.metric, "max_iters": 20, "final_epochs": 0.0,
-                "baseline": False, "holdout": _REFINE.eval.holdout}
+                "baseline": False, "holdout": _REFINE.eval.holdout, "reduction_if_met": 0.15}
     REPORT = {"references": True}
     FINAL = {f.name: f.default for f in dataclasses.fields(Recipe)}
 
@@ -195,6 +197,10 @@ class ExperimentConfig:
         self.check_task(source)
         if n["enabled"] and sum(n[k] is not None for k in ("target_ms", "target_like", "reduction")) != 1:
             raise ExperimentError(f"{source}: [netadapt] needs exactly one of target_ms, target_like and reduction")
+        if not 0 <= n["reduction_if_met"] < 1:
+            raise ExperimentError(f"{source}: [netadapt] reduction_if_met must be a fraction in [0, 1) (e.g. 0.15 "
+                                  f"for 15 % faster; 0 skips NetAdapt when the winner meets the target), "
+                                  f"got {n['reduction_if_met']!r}")
         for section, key in (("search", "target_like"), ("netadapt", "target_like")):
             name = getattr(self, section)[key]
             if name is not None and name not in references.names():
@@ -289,18 +295,23 @@ def measure_row(spec: ArchSpec, eval_cfg, int8: bool = True, workdir: Path | Non
     return row
 
 
-def paired_ratio(spec: ArchSpec, other: ArchSpec, eval_cfg) -> float:
-    """latency(spec) / latency(other), measured interleaved (steadier than two medians on a shared host)."""
+def paired_ratio(spec: ArchSpec, other: ArchSpec, eval_cfg) -> dict:
+    """latency(spec) / latency(other), measured interleaved (steadier than two medians on a shared host):
+    ``{paired_ratio, paired_ratio_low, paired_ratio_high}``, the bounds its paired-burst bootstrap 95 % CI."""
     from evaluation.evaluate import latency_model
 
-    return latency_model(eval_cfg, "measured").ratio(spec, other)
+    m = latency_model(eval_cfg, "measured").paired(spec, other)
+    return {"paired_ratio": m.ratio, "paired_ratio_low": m.ratio_ci_low, "paired_ratio_high": m.ratio_ci_high}
 
 
-def trained_row(name: str, spec: ArchSpec, res: dict, recipe: Recipe, eval_cfg, int8: bool) -> dict:
+def trained_row(name: str, spec: ArchSpec, res: dict, recipe: Recipe, eval_cfg, int8: bool,
+                measure: bool = True) -> dict:
+    """A table row of a trained network: test and held-out accuracy, and (``measure``) its latency."""
     if res.get("error"):
         raise ExperimentError(f"training {name} failed: {res['error']}")
     return {"name": name, "arch_id": spec.arch_id, "test_accuracy": res["test_accuracy"],
-            "heldout_accuracy": res["accuracy"], "train_s": res.get("train_s"), **measure_row(spec, eval_cfg, int8),
+            "heldout_accuracy": res["accuracy"], "train_s": res.get("train_s"),
+            **(measure_row(spec, eval_cfg, int8) if measure else {}),
             "recipe": dataclasses.asdict(recipe), "recipe_key": recipe.key()}
 
 
@@ -458,13 +469,19 @@ def _stage_netadapt(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> 
                       + (f"; target {target_ms:.3f} ms" + (f" ({n['target_like']})" if n["target_like"] else "")
                          if target_ms is not None else f"; target {n['reduction']:.0%} faster"), echo)
     target_ms, start_ms = state["netadapt_target"]["target_ms"], state["netadapt_target"]["start_ms"]
-    if target_ms is not None and start_ms <= target_ms and not (run_dir / "netadapt" / REFINE_STATE).exists():
-        log_line(run_dir, "[netadapt] the winner already meets the target: nothing to remove", echo)
-        return {"skipped": f"the winner ({start_ms:.3f} ms) already meets {target_ms:.3f} ms",
-                "result": "train/model.json", "target_ms": target_ms}
+    reduction, met = n["reduction"], None
+    if target_ms is not None and start_ms <= target_ms:
+        met = f"the winner ({start_ms:.3f} ms) already meets {target_ms:.3f} ms"
+        if not n["reduction_if_met"]:
+            if not (run_dir / "netadapt" / REFINE_STATE).exists():
+                log_line(run_dir, "[netadapt] the winner already meets the target: nothing to remove", echo)
+                return {"skipped": met, "result": "train/model.json", "target_ms": target_ms}
+        else:  # still refined, so that the experiment shows what NetAdapt adds
+            target_ms, reduction = None, n["reduction_if_met"]
+            log_line(run_dir, f"[netadapt] {met}: refining it {reduction:.0%} faster instead (reduction_if_met)", echo)
     rcfg = RefineConfig(
         run_dir=str(run_dir / rundir.NETADAPT_DIR), arch=str(run_dir / rundir.TRAIN_DIR / rundir.MODEL_FILE),
-        weights=str(run_dir / "train" / "model.pt"), target_ms=target_ms, reduction=n["reduction"],
+        weights=str(run_dir / "train" / "model.pt"), target_ms=target_ms, reduction=reduction,
         delta_ratio=n["delta_ratio"], steps=n["steps"], metric=n["metric"], max_iters=n["max_iters"],
         final_epochs=n["final_epochs"], baseline=n["baseline"], seed=cfg.seed,
         cpus_per_trial=cfg.data["cpus_per_trial"], ray_address=cfg.data["ray_address"], eval=eval_cfg)
@@ -480,7 +497,8 @@ def _stage_netadapt(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> 
                       f"iterations; going on with the closest network", echo)
     return {"result": "netadapt/refined.json", "target_ms": m["target_ms"], "target_met": m.get("target_met"),
             "iterations": m["iterations"], "start_ms": m["start"]["latency_measured_ms"],
-            "refined_ms": m["refined"]["latency_measured_ms"]}
+            "refined_ms": m["refined"]["latency_measured_ms"],
+            **({"met_before": met, "reduction": reduction} if met else {})}
 
 
 def _stage_final(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> dict:
@@ -534,6 +552,8 @@ def summary_markdown(cfg: ExperimentConfig, state: dict) -> str:
     if n.get("skipped"):
         lines.append(f"- NetAdapt skipped: {n['skipped']}")
     elif n:
+        if n.get("met_before"):
+            lines.append(f"- {n['met_before']}: NetAdapt made it {n['reduction']:.0%} faster (reduction_if_met)")
         lines.append(f"- NetAdapt: {n.get('iterations')} iterations, {num(n, 'start_ms', '.3f')} → "
                      f"{num(n, 'refined_ms', '.3f')} ms measured (target {num(n, 'target_ms', '.3f')} ms"
                      f"{'' if n.get('target_met') else ', not met'})")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from hwnas.experiment import STAGES, ExperimentConfig, ExperimentError, Recipe, run_experiment
-from hwnas.table3 import table_rows
+from hwnas.table3 import aggregate, compare, table_rows
 from search_spaces import load
 from tests.conftest import seed_table
 from tests.reliability.procs import kill_after_line
@@ -89,6 +91,7 @@ def test_large_enqueues_a1s_layout_as_the_v3_large_like_seed():
     ({"netadapt": {"target_like": "resnet50"}}, "exactly one of target_ms, target_like and reduction"),
     ({"netadapt": {"reduction": None, "target_like": "resnet50"}}, "unknown architecture 'resnet50'"),
     ({"final": {"epochs": -1.0}}, "[final] epochs must be a positive number"),
+    ({"netadapt": {"reduction_if_met": 1.5}}, "reduction_if_met must be a fraction in"),
     ({"name": ""}, "`name` (a non-empty string) is required"),
 ])
 def test_bad_configs_are_one_clear_error(tmp_path, change, message):
@@ -192,9 +195,9 @@ def test_resume_refuses_another_configuration_and_a_corrupt_state(experiment, wo
         run_experiment(cfg, out.run_dir, echo=None)  # a finished experiment is never overwritten by accident
 
 
-def test_netadapt_is_skipped_when_the_winner_already_meets_its_target(work):
+def test_netadapt_is_skipped_when_the_winner_already_meets_its_target_and_no_reduction_is_asked(work):
     """target_like: the reference is measured here and the winner against it, interleaved."""
-    cfg = ExperimentConfig.from_dict(tiny(work / "t.sqlite", netadapt={"reduction": None,
+    cfg = ExperimentConfig.from_dict(tiny(work / "t.sqlite", netadapt={"reduction": None, "reduction_if_met": 0.0,
                                                                        "target_like": "mobilenetv3_large"},
                                           search={"trials": 1}))
     out = run_experiment(cfg, work / "exp-met", echo=None)
@@ -204,6 +207,24 @@ def test_netadapt_is_skipped_when_the_winner_already_meets_its_target(work):
     assert load(work / "exp-met/final/model.json").blocks == load(work / "exp-met/train/model.json").blocks
 
 
+def test_a_winner_that_already_meets_the_target_is_still_refined_by_the_stated_reduction(work):
+    """The default: NetAdapt runs in every experiment, so the table shows what it adds."""
+    cfg = ExperimentConfig.from_dict(tiny(work / "t.sqlite", netadapt={"reduction": None,
+                                                                       "target_like": "mobilenetv3_large"},
+                                          search={"trials": 1}))
+    assert cfg.netadapt["reduction_if_met"] == 0.15
+    lines: list[str] = []
+    out = run_experiment(cfg, work / "exp-met-refined", echo=lines.append)
+    n, target = out.state["stages"]["netadapt"], out.state["netadapt_target"]
+    assert "skipped" not in n and "already meets" in n["met_before"] and n["reduction"] == 0.15
+    assert 0 < target["start_ms"] < target["target_ms"]  # met, yet refined
+    refine = json.loads((work / "exp-met-refined/netadapt/config.json").read_text())["refine"]
+    assert refine["reduction"] == 0.15 and refine["target_ms"] is None and n["target_ms"] < n["start_ms"]
+    assert any("refining it 15% faster instead" in line for line in lines)
+    assert n["result"] == "netadapt/refined.json" and (work / "exp-met-refined/netadapt/refined.json").exists()
+    assert "NetAdapt made it 15% faster" in (work / "exp-met-refined/report/summary.md").read_text()
+
+
 # ---- the reproduction table ------------------------------------------------------------------
 
 
@@ -211,31 +232,61 @@ def test_table_reuses_the_experiments_row_and_trains_the_references_with_the_sam
     cfg, out, _ = experiment
     lines: list[str] = []
     rows = table_rows([out.run_dir], work / "table", reference_names=["mobilenetv3_small"], deploy_resolution=64,
-                      measure=FAST_MEASURE, echo=lines.append)
+                      measure=FAST_MEASURE, seeds=2, echo=lines.append)
     assert [r["name"] for r in rows] == ["tiny-searched", "mobilenetv3_small"]
-    assert "1 already trained with this recipe" in lines[0]
+    assert "2 networks × 2 seed(s), 1 already trained with this recipe" in lines[0] and "training 3" in lines[0]
     searched, ref = rows
-    assert searched == {**json.loads((out.run_dir / "final/row.json").read_text()),
-                        "paired_vs": "mobilenetv3_small", "paired_ratio": searched["paired_ratio"]}
-    assert searched["paired_ratio"] > 0 and ref["recipe_key"] == searched["recipe_key"] == cfg.final.key()
+    final_row = json.loads((out.run_dir / "final/row.json").read_text())
+    second = json.loads((work / "table" / "rows" / "tiny-searched.s1.json").read_text())
+    # the recipe seed's row is the experiment's; a further seed only trains (same split, another seed)
+    assert second["recipe"] == {**final_row["recipe"], "seed": cfg.final.seed + 1} and "latency_fp32_ms" not in second
+    accs = [final_row["test_accuracy"], second["test_accuracy"]]
+    assert searched == {**final_row, "paired_vs": "mobilenetv3_small", "paired_ratio": searched["paired_ratio"],
+                        "paired_ratio_low": searched["paired_ratio_low"],
+                        "paired_ratio_high": searched["paired_ratio_high"],
+                        "test_accuracy": statistics.fmean(accs), "test_accuracy_sd": statistics.stdev(accs),
+                        "test_accuracies": accs, "seeds": 2,
+                        "heldout_accuracy": statistics.fmean([final_row["heldout_accuracy"],
+                                                              second["heldout_accuracy"]])}
+    assert 0 < searched["paired_ratio_low"] <= searched["paired_ratio"] <= searched["paired_ratio_high"]
+    assert ref["recipe_key"] == final_row["recipe_key"] == cfg.final.key() and ref["seeds"] == 2
     with open(work / "table" / "table3.csv") as f:
         table = list(csv.DictReader(f))
-    assert [r["name"] for r in table] == ["tiny-searched", "mobilenetv3_small"]
+    assert [r["name"] for r in table] == ["tiny-searched", "mobilenetv3_small"] and table[0]["seeds"] == "2"
     md = (work / "table" / "table3.md").read_text()
-    assert "| mobilenetv3_small |" in md and "× mobilenetv3_small" in md
-    # a second run trains nothing: every row is kept in OUT/rows/
+    assert "| mobilenetv3_small |" in md and "2 seeds from 0" in md
+    assert f"{searched['paired_ratio']:.3f}× [{searched['paired_ratio_low']:.3f}–" in md
+    verdict = compare(searched, ref)["verdict"]
+    assert f"- tiny-searched {verdict} mobilenetv3_small:" in md
+    # a second run trains nothing: every row and seed is kept in OUT/rows/
     again: list[str] = []
     table_rows([out.run_dir], work / "table", reference_names=["mobilenetv3_small"], deploy_resolution=64,
-               measure=FAST_MEASURE, echo=again.append)
+               measure=FAST_MEASURE, seeds=2, echo=again.append)
     assert "training 0" in again[0]
     # --remeasure times every row again (and pairs the searched one again); accuracies are kept
     rows2 = table_rows([out.run_dir], work / "table", reference_names=["mobilenetv3_small"], deploy_resolution=64,
-                       measure=FAST_MEASURE, remeasure=True, echo=None)
+                       measure=FAST_MEASURE, remeasure=True, seeds=2, echo=None)
     assert [r["test_accuracy"] for r in rows2] == [r["test_accuracy"] for r in rows]
     assert all(r["latency_fp32_ms"] > 0 and r["latency_int8_ms"] > 0 for r in rows2)
     assert rows2[0]["paired_ratio"] > 0 and rows2[0]["paired_vs"] == "mobilenetv3_small"
     saved = json.loads((work / "table" / "rows" / "mobilenetv3_small.json").read_text())
     assert saved["latency_fp32_ms"] == rows2[1]["latency_fp32_ms"]
+    with pytest.raises(ExperimentError, match="seeds must be a whole number >= 1"):
+        table_rows([out.run_dir], work / "table", seeds=0, echo=None)
+
+
+@pytest.mark.parametrize("a, b, verdict", [
+    ((0.90, 0.91, 0.92), (0.80, 0.81, 0.82), "beats"),   # +10 points, SE 0.8
+    ((0.80, 0.81, 0.82), (0.90, 0.91, 0.92), "loses to"),
+    ((0.80, 0.85, 0.90), (0.79, 0.84, 0.89), "ties"),     # +1 point, SE 4.1
+    ((0.90,), (0.80,), "ties"),                           # one seed: no error bar, never a verdict
+])
+def test_a_searched_network_beats_a_reference_only_beyond_two_standard_errors(a, b, verdict):
+    rows = [aggregate({"test_accuracy": x[0]}, [{"test_accuracy": v} for v in x]) for x in (a, b)]
+    c = compare(*rows)
+    assert c["verdict"] == verdict and c["diff"] == pytest.approx(100 * (statistics.fmean(a) - statistics.fmean(b)))
+    if len(a) > 1:
+        assert c["se"] == pytest.approx(100 * math.sqrt(statistics.variance(a) / 3 + statistics.variance(b) / 3))
 
 
 def test_table_refuses_an_unfinished_experiment_and_unknown_references(experiment, work):
