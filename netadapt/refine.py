@@ -124,6 +124,17 @@ class RefineConfig(configs.RunConfig):
     max_retries: int = 2
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(holdout=5000, train=dict(PROXY_TRAIN)))
 
+    def train_settings(self, **changes) -> dict:
+        """The training settings of this refinement's trainings and scorings (``eval.train`` on the proxy's
+        defaults, without a length), with ``changes`` (e.g. ``epochs=3``)."""
+        base = {**PROXY_TRAIN, "threads": self.cpus_per_trial, **self.eval.train}
+        base.pop("epochs", None), base.pop("steps", None)
+        return {**base, **changes}
+
+    def finetune_settings(self, **length) -> dict:
+        """A fine-tune's settings (``finetune_lr``, no warm-up) of the given length (``steps=`` or ``epochs=``)."""
+        return self.train_settings(lr=self.finetune_lr, warmup_fraction=0.0, **length)
+
     SECTION: ClassVar[str] = "refine"  # to_dict / from_dict / load: see evaluation.configs.RunConfig
     WHAT: ClassVar[str] = "refinement"
     ERROR: ClassVar[type[Exception]] = RefineError
@@ -251,16 +262,6 @@ def _start_spec(cfg: RefineConfig, data) -> ArchSpec:
     return spec.replace(resolution=cfg.eval.deploy_resolution, name=spec.name or Path(cfg.arch).stem)
 
 
-def _train_cfg(cfg: RefineConfig, **changes) -> dict:
-    base = {**PROXY_TRAIN, "threads": cfg.cpus_per_trial, **cfg.eval.train}
-    base.pop("epochs", None), base.pop("steps", None)
-    return {**base, **changes}
-
-
-def _finetune(cfg: RefineConfig, **length) -> dict:
-    return _train_cfg(cfg, lr=cfg.finetune_lr, warmup_fraction=0.0, **length)
-
-
 def _metrics(spec: ArchSpec, accuracy, latency_pred, latency_measured=None, **extra) -> dict:
     c = count(spec)
     return {"arch_id": spec.arch_id, "accuracy": accuracy, "latency_pred_ms": latency_pred,
@@ -376,7 +377,7 @@ def _pretrain(ctx: Refinement, state: dict) -> dict:
     log_line(run_dir, f"no --weights: training the start network for {cfg.pretrain_epochs:g} epochs first", echo)
     cpus = pool.node_cpus  # one task alone: it may use a whole node
     res = pool.result(pool.call(train_task, spec.to_json(), cfg.eval,
-                                _train_cfg(cfg, epochs=cfg.pretrain_epochs, threads=cpus), cfg.seed, num_cpus=cpus))
+                                cfg.train_settings(epochs=cfg.pretrain_epochs, threads=cpus), cfg.seed, num_cpus=cpus))
     if res["error"]:
         raise RefineError(f"training the start network failed: {res['error']}")
     atomic_write_bytes(run_dir / WEIGHTS_DIR / "start.pt", res["weights"])
@@ -400,7 +401,7 @@ def _iterate(ctx: Refinement, state: dict) -> dict:
     cur = state["current"]
     spec = ArchSpec.from_dict(cur["spec"])
     weights = (run_dir / cur["weights"]).read_bytes()
-    eval_train = _train_cfg(cfg)
+    eval_train = cfg.train_settings()
     if cur["accuracy"] is None:  # the start network: score it once
         cur = {**cur, "accuracy": pool.result(pool.call(score_task, spec.to_json(), weights, cfg.eval,
                                                          eval_train))["accuracy"]}
@@ -426,7 +427,7 @@ def _iterate(ctx: Refinement, state: dict) -> dict:
     parent_ref = pool.put(weights)
     seed = cfg.seed * 100_003 + k  # one seed per iteration: every proposal sees the same batches
     refs = [pool.call(finetune_task, spec.to_json(), p.spec.to_json(), parent_ref, cfg.eval,
-                      _finetune(cfg, steps=cfg.steps), seed) for p in proposals]
+                      cfg.finetune_settings(steps=cfg.steps), seed) for p in proposals]
     results = []
     for ref in refs:
         try:
@@ -542,27 +543,28 @@ def _final_jobs(ctx: Refinement, state: dict) -> tuple[dict, tuple[ArchSpec, flo
     jobs = {}
     if cfg.retrain:
         length = {"epochs": cfg.final_epochs} if cfg.final_epochs else {"epochs": cfg.pretrain_epochs}
-        jobs["refined"] = pool.call(train_task, refined.to_json(), cfg.eval, _train_cfg(cfg, **length),
+        jobs["refined"] = pool.call(train_task, refined.to_json(), cfg.eval, cfg.train_settings(**length),
                                     cfg.seed, True)
     elif cfg.final_epochs:
         jobs["refined"] = pool.call(finetune_task, refined.to_json(), refined.to_json(), weights, cfg.eval,
-                                    _finetune(cfg, epochs=cfg.final_epochs), cfg.seed, True)
+                                    cfg.finetune_settings(epochs=cfg.final_epochs), cfg.seed, True)
     else:
-        jobs["refined"] = pool.call(score_task, refined.to_json(), weights, cfg.eval, _train_cfg(cfg), True)
-    jobs["start"] = pool.call(score_task, start.to_json(), start_weights, cfg.eval, _train_cfg(cfg), True)
+        jobs["refined"] = pool.call(score_task, refined.to_json(), weights, cfg.eval, cfg.train_settings(), True)
+    jobs["start"] = pool.call(score_task, start.to_json(), start_weights, cfg.eval, cfg.train_settings(), True)
     if not cfg.baseline:
         return jobs, None
     base_spec, multiplier = _baseline_spec(start, ctx.lat, cur["latency_pred_ms"])
     base_spec = base_spec.replace(name=f"{start.name}@x{multiplier:.3f}")
     if cfg.retrain:
         jobs["baseline"] = pool.call(train_task, base_spec.to_json(), cfg.eval,
-                                     _train_cfg(cfg, epochs=cfg.final_epochs or cfg.pretrain_epochs), cfg.seed, True)
+                                     cfg.train_settings(epochs=cfg.final_epochs or cfg.pretrain_epochs), cfg.seed, True)
     else:
         # the same fine-tuning budget the refined network had: its path's steps plus the final epochs
-        batch = _train_cfg(cfg)["batch_size"]
+        batch = cfg.train_settings()["batch_size"]
         steps_final = math.ceil(cfg.final_epochs * _train_size(cfg) / batch) if cfg.final_epochs else 0
         jobs["baseline"] = pool.call(finetune_task, start.to_json(), base_spec.to_json(), start_weights, cfg.eval,
-                                     _finetune(cfg, steps=max(1, state["path_steps"] + steps_final)), cfg.seed, True)
+                                     cfg.finetune_settings(steps=max(1, state["path_steps"] + steps_final)),
+                                     cfg.seed, True)
     ctx.log(f"baseline: {start.name} at width multiplier {multiplier:.3f} "
             f"({ctx.lat.latency_ms(base_spec):.3f} ms predicted)")
     return jobs, (base_spec, multiplier)
