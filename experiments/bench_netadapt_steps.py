@@ -119,7 +119,7 @@ def summarize(results: dict) -> dict:
             row = {"steps": t, "seed": s, "n": len(pairs), "vs_steps": longest,
                    "kendall_tau": float(sps.kendalltau(x, y).statistic),
                    "spearman": float(sps.spearmanr(x, y).statistic),
-                   "same_pick": pick == best, "regret": y[best] - y[pick], "median_s": statistics.median(secs)}
+                   "same_pick": y[pick] == y[best], "regret": y[best] - y[pick], "median_s": statistics.median(secs)}
             rows.append(row)
         if len(seeds) >= 2:
             a, b = slopes(t, seeds[0]), slopes(t, seeds[1])
