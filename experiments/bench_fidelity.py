@@ -13,26 +13,33 @@ architecture and kind:
   ground truth is their mean, and the seeds' own agreement (τ between two seeds) is the noise ceiling
   no evaluator can beat.
 * ``proxy@R`` — the proxy evaluator as ``nas search --evaluator proxy --train-resolution R`` runs it:
-  ``--proxy-steps`` of training from scratch, held-out accuracy.
+  ``--proxy-steps`` of training from scratch, held-out accuracy; ``proxy@R-sN`` the same with N steps
+  (``--proxy 32-s400``), to compare resolutions at equal CPU-seconds.
 * ``supernet`` — the supernet evaluator as ``nas search --evaluator supernet --supernet FILE`` runs it
   (:func:`evaluation.evaluators.score`): subnet extracted, BatchNorm recalibrated, held-out accuracy.
   Extra settings ``supernet-bn<B>-h<H>`` (``--supernet-settings 250x1000,...``) score with B BatchNorm
   images and H held-out images instead of the evaluator's defaults.
 
-For each kind it reports Kendall τ and Spearman ρ against the ground truth (scipy), and the median
-wall seconds per candidate (``median_s``) and, on the CPU, the median CPU-seconds (``median_cpu_s``: wall
-time × threads of the cell). Every cell is written to
-the results file as soon as it finishes, so a killed run resumes where it stopped.
+Two free scores need no cell: the architecture's multiply-adds and parameters at 224² (``madds``,
+``params``), the baseline any evaluator has to beat. Cells run in an order that spreads over the latency
+range (both ends, then halving the gaps), so a study stopped early still covers it.
+
+For each kind it reports Kendall τ (with its p-value and a 95 % bootstrap interval over architectures),
+the paired bootstrap interval of its τ minus today's proxy's (``proxy@32``), Spearman ρ against the
+ground truth (scipy), and the median wall seconds per candidate (``median_s``) and, on the CPU, the median
+CPU-seconds (``median_cpu_s``: wall time × threads of the cell). Every cell is written to the results file
+as soon as it finishes, so a killed run resumes where it stopped; ``--summarize`` prints the table of a
+results file without running anything.
 
 Usage (from the repository root)::
 
     python experiments/bench_fidelity.py [--space mobilenetv3] [--archs 16] [--supernet FILE] \\
-        [--gt-epochs 3] [--gt-resolution 32] [--gt-seeds 0] [--proxy 32,72] [--proxy-steps 150] \\
+        [--gt-epochs 3] [--gt-resolution 64] [--gt-seeds 0] [--proxy 32,72] [--proxy-steps 150] \\
         [--workers 1] [--threads 1] [--device auto] [--out bench_fidelity.json]
 
 ``--workers N`` runs N cells at once in worker processes (each with ``--threads`` torch threads): on a
 GPU machine, many small trainings share the one device. On this 2-core machine the whole study
-(16 architectures, 3 ground-truth epochs at 32², two proxies, the supernet) is several CPU-hours.
+(16 architectures, 3 ground-truth epochs at 64², two proxies) is about 2.5 CPU-hours.
 """
 
 from __future__ import annotations
@@ -77,6 +84,19 @@ def draw_archs(space_name: str, k: int, pool: int, seed: int) -> list[dict]:
     return out
 
 
+def spread_order(n: int) -> list[int]:
+    """0..n-1 in an order whose every prefix spreads over the latency range (ends first, then halving the
+    gaps), so that a study stopped early still covers the range."""
+    order, gaps = [0, n - 1] if n > 1 else [0], [(0, n - 1)]
+    while gaps:
+        lo, hi = gaps.pop(0)
+        if hi - lo > 1:
+            mid = (lo + hi) // 2
+            order.append(mid)
+            gaps += [(lo, mid), (mid, hi)]
+    return order
+
+
 def run_cell(kind: str, spec_json: str, opts: dict) -> dict:
     """One cell in a worker process: ``{"score", "seconds", ...}``; a failure comes back as ``{"error"}``."""
     import torch
@@ -92,8 +112,9 @@ def run_cell(kind: str, spec_json: str, opts: dict) -> dict:
                  "batch_size": opts["gt_batch_size"], "lr": opts["gt_lr"]}
         res = train_task(spec_json, EvalConfig(train=train, keep_weights=False), train, int(kind[4:]), test=True)
         out = {"score": res["test_accuracy"], "heldout": res["accuracy"], "error": res["error"]}
-    elif kind.startswith("proxy@"):
-        train = {**base, "steps": opts["proxy_steps"], "resolution_px": int(kind[6:]), "batch_size": 128}
+    elif kind.startswith("proxy@"):  # proxy@<R> (--proxy-steps) or proxy@<R>-s<steps>
+        res_px, _, steps = kind[6:].partition("-s")
+        train = {**base, "steps": int(steps or opts["proxy_steps"]), "resolution_px": int(res_px), "batch_size": 128}
         res = train_task(spec_json, EvalConfig(train=train, keep_weights=False), train, 0)
         out = {"score": res["accuracy"], "error": res["error"]}
     elif kind.startswith("supernet"):
@@ -114,7 +135,42 @@ def run_cell(kind: str, spec_json: str, opts: dict) -> dict:
     return out
 
 
+FREE_SCORES = ("madds", "params")  # scores that cost nothing: the architecture's multiply-adds and parameters at 224²
+BASELINE = "proxy@32"  # today's proxy: every other kind's τ is also compared with its τ, paired over architectures
+
+
+def _tau(a, b) -> float:
+    from scipy import stats as sps
+
+    return float(sps.kendalltau(a, b).statistic)
+
+
+def bootstrap_tau(score, truth, reference=None, *, resamples: int = 2000, seed: int = 0):
+    """95 % percentile interval of Kendall τ(score, truth) over architectures resampled with replacement, and,
+    with a ``reference`` score of the same architectures, of τ(score) − τ(reference) on the same resamples."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    score, truth = np.asarray(score, float), np.asarray(truth, float)
+    ref = None if reference is None else np.asarray(reference, float)
+    taus, diffs = [], []
+    for _ in range(resamples):
+        idx = rng.integers(0, len(truth), len(truth))
+        if np.ptp(truth[idx]) == 0 or np.ptp(score[idx]) == 0:
+            continue
+        t = _tau(score[idx], truth[idx])
+        taus.append(t)
+        if ref is not None and np.ptp(ref[idx]) > 0:
+            diffs.append(t - _tau(ref[idx], truth[idx]))
+    ci = tuple(float(x) for x in np.nanpercentile(taus, [2.5, 97.5]))
+    dci = tuple(float(x) for x in np.nanpercentile(diffs, [2.5, 97.5])) if diffs else None
+    return ci, dci
+
+
 def summarize(results: dict) -> list[dict]:
+    """One row per kind: τ and ρ against the ground truth (mean over its seeds), τ's p-value and bootstrap
+    interval, the paired bootstrap interval of its τ minus today's proxy's, and the seconds per candidate;
+    the free scores (multiply-adds, parameters) as rows of their own; the seeds' agreement as the ceiling."""
     import numpy as np
     from scipy import stats as sps
 
@@ -123,23 +179,34 @@ def summarize(results: dict) -> list[dict]:
     gt_kinds = [k for k in kinds if k.startswith("gt-s")]
 
     def scores(kind):
+        if kind in FREE_SCORES:
+            return [float(a[kind]) for a in archs]
         return [results["cells"].get(f"{kind}/{i}", {}).get("score") for i in range(len(archs))]
 
     gt_runs = [scores(k) for k in gt_kinds]
     gt = [float(np.mean(v)) if v and all(s is not None for s in v) else None for v in zip(*gt_runs)] if gt_runs else []
+    base = scores(BASELINE) if BASELINE in kinds else None
     rows = []
-    for kind in kinds:
+    for kind in kinds + list(FREE_SCORES):
         s = scores(kind)
-        pairs = [(a, b) for a, b in zip(s, gt) if a is not None and b is not None]
+        keep = [i for i, (a, b) in enumerate(zip(s, gt)) if a is not None and b is not None
+                and (base is None or base[i] is not None)]
         cells = [results["cells"].get(f"{kind}/{i}") for i in range(len(archs))]
         secs = [c["seconds"] for c in cells if c]
         cpu = [c["cpu_seconds"] for c in cells if c and c.get("cpu_seconds") is not None]
-        row = {"kind": kind, "n": len(pairs), "median_s": float(np.median(secs)) if secs else None,
+        row = {"kind": kind, "n": len(keep), "median_s": float(np.median(secs)) if secs else None,
                "median_cpu_s": float(np.median(cpu)) if cpu else None}
-        if len(pairs) >= 4 and not kind.startswith("gt-s"):
-            a, b = zip(*pairs)
-            row["kendall_tau"] = float(sps.kendalltau(a, b).statistic)
+        if kind in FREE_SCORES:
+            row["median_s"] = row["median_cpu_s"] = 0.0
+        if len(keep) >= 4 and not kind.startswith("gt-s"):
+            a, b = [s[i] for i in keep], [gt[i] for i in keep]
+            kt = sps.kendalltau(a, b)
+            row["kendall_tau"], row["tau_p"] = float(kt.statistic), float(kt.pvalue)
             row["spearman"] = float(sps.spearmanr(a, b).statistic)
+            ci, dci = bootstrap_tau(a, b, None if base is None or kind == BASELINE else [base[i] for i in keep])
+            row["tau_ci95"] = ci
+            if dci is not None:
+                row[f"tau_minus_{BASELINE}_ci95"] = dci
         rows.append(row)
     if len(gt_runs) >= 2:  # the ground truth's own seed-to-seed agreement: the ceiling
         a, b = gt_runs[0], gt_runs[1]
@@ -150,6 +217,24 @@ def summarize(results: dict) -> list[dict]:
                          "kendall_tau": float(sps.kendalltau(x, y).statistic),
                          "spearman": float(sps.spearmanr(x, y).statistic)})
     return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    def f(x, fmt="{:.3f}"):
+        return "" if x is None else fmt.format(x)
+
+    def ci(x):
+        return "" if x is None else f"[{x[0]:+.2f}, {x[1]:+.2f}]"
+
+    print(f"| kind | n | Kendall τ vs ground truth (p) | τ 95 % bootstrap | τ − {BASELINE}'s, 95 % paired bootstrap "
+          "| Spearman ρ | median wall s per candidate | median CPU-s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        tau = r.get("kendall_tau")
+        tau_s = "" if tau is None else f"{tau:.3f}" + (f" ({r['tau_p']:.3f})" if "tau_p" in r else "")
+        print(f"| {r['kind']} | {r['n']} | {tau_s} | {ci(r.get('tau_ci95'))} | "
+              f"{ci(r.get(f'tau_minus_{BASELINE}_ci95'))} | {f(r.get('spearman'))} | "
+              f"{f(r.get('median_s'), '{:.1f}')} | {f(r.get('median_cpu_s'), '{:.1f}')} |")
 
 
 def main() -> None:
@@ -163,14 +248,19 @@ def main() -> None:
     p.add_argument("--gt-epochs", type=float, help="final-recipe epochs (default: the reproduction's Recipe)")
     p.add_argument("--gt-resolution", type=int, help="final-recipe resolution (default: the reproduction's Recipe)")
     p.add_argument("--gt-seeds", default="0", help="seeds of the ground-truth training, comma-separated")
-    p.add_argument("--proxy", default="32,72", help="proxy training resolutions")
+    p.add_argument("--proxy", default="32,72",
+                   help="proxy training resolutions, each R (--proxy-steps) or R-sN (N steps), e.g. 32,72,32-s400")
     p.add_argument("--proxy-steps", type=int, default=150)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--only", default="", help="run only these kinds (comma-separated, e.g. gt-s0,supernet)")
     p.add_argument("--out", default="bench_fidelity.json")
+    p.add_argument("--summarize", action="store_true", help="print the table of the --out file and run nothing")
     args = p.parse_args()
+    if args.summarize:
+        print_table(summarize(json.loads(Path(args.out).read_text())))
+        return
 
     from hwnas.experiment import Recipe
     from search_spaces.files import atomic_write_text
@@ -195,7 +285,7 @@ def main() -> None:
                                  for s in args.supernet_settings.split(",") if s]
     if args.only:
         kinds = [k for k in kinds if k in args.only.split(",")]
-    todo = [(k, i) for i in range(len(results["archs"])) for k in kinds if f"{k}/{i}" not in results["cells"]]
+    todo = [(k, i) for i in spread_order(len(results["archs"])) for k in kinds if f"{k}/{i}" not in results["cells"]]
     print(f"{len(todo)} cells to run ({len(results['cells'])} done) with {args.workers} worker(s)", flush=True)
     with ProcessPoolExecutor(max_workers=args.workers, mp_context=get_context("spawn")) as pool:
         running = {}
@@ -215,13 +305,7 @@ def main() -> None:
     rows = summarize(results)
     results["summary"] = rows
     atomic_write_text(out, json.dumps(results, indent=2))
-    print("| kind | n | Kendall τ vs ground truth | Spearman ρ | median wall s per candidate | median CPU-s |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for r in rows:
-        tau, rho, s, c = r.get("kendall_tau"), r.get("spearman"), r.get("median_s"), r.get("median_cpu_s")
-        print(f"| {r['kind']} | {r['n']} | {'' if tau is None else f'{tau:.3f}'} | "
-              f"{'' if rho is None else f'{rho:.3f}'} | {'' if s is None else f'{s:.1f}'} | "
-              f"{'' if c is None else f'{c:.1f}'} |")
+    print_table(rows)
 
 
 if __name__ == "__main__":
