@@ -35,7 +35,7 @@ Usage (from the repository root)::
 
     python experiments/bench_fidelity.py [--space mobilenetv3] [--archs 16] [--supernet FILE] \\
         [--gt-epochs 3] [--gt-resolution 64] [--gt-seeds 0] [--proxy 32,72] [--proxy-steps 150] \\
-        [--workers 1] [--threads 1] [--device auto] [--out bench_fidelity.json]
+        [--workers 1] [--threads 1] [--device auto] [--only KINDS] [--indices I,J] [--out bench_fidelity.json]
 
 ``--workers N`` runs N cells at once in worker processes (each with ``--threads`` torch threads): on a
 GPU machine, many small trainings share the one device. On this 2-core machine the whole study
@@ -211,9 +211,10 @@ def summarize(results: dict) -> list[dict]:
     if len(gt_runs) >= 2:  # the ground truth's own seed-to-seed agreement: the ceiling
         a, b = gt_runs[0], gt_runs[1]
         pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
-        if len(pairs) >= 4:
+        if pairs:
             x, y = zip(*pairs)
             rows.append({"kind": f"{gt_kinds[0]} vs {gt_kinds[1]}", "n": len(pairs),
+                         "mean_abs_diff": float(np.mean([abs(p - q) for p, q in pairs])),
                          "kendall_tau": float(sps.kendalltau(x, y).statistic),
                          "spearman": float(sps.spearmanr(x, y).statistic)})
     return rows
@@ -232,7 +233,10 @@ def print_table(rows: list[dict]) -> None:
     for r in rows:
         tau = r.get("kendall_tau")
         tau_s = "" if tau is None else f"{tau:.3f}" + (f" ({r['tau_p']:.3f})" if "tau_p" in r else "")
-        print(f"| {r['kind']} | {r['n']} | {tau_s} | {ci(r.get('tau_ci95'))} | "
+        label = r["kind"]
+        if "mean_abs_diff" in r:
+            label += f" (mean |difference| {100 * r['mean_abs_diff']:.2f} points)"
+        print(f"| {label} | {r['n']} | {tau_s} | {ci(r.get('tau_ci95'))} | "
               f"{ci(r.get(f'tau_minus_{BASELINE}_ci95'))} | {f(r.get('spearman'))} | "
               f"{f(r.get('median_s'), '{:.1f}')} | {f(r.get('median_cpu_s'), '{:.1f}')} |")
 
@@ -255,6 +259,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--only", default="", help="run only these kinds (comma-separated, e.g. gt-s0,supernet)")
+    p.add_argument("--indices", default="", help="run only these architectures (indices into the stored list: 0,1,2)")
     p.add_argument("--out", default="bench_fidelity.json")
     p.add_argument("--summarize", action="store_true", help="print the table of the --out file and run nothing")
     args = p.parse_args()
@@ -285,7 +290,10 @@ def main() -> None:
                                  for s in args.supernet_settings.split(",") if s]
     if args.only:
         kinds = [k for k in kinds if k in args.only.split(",")]
-    todo = [(k, i) for i in spread_order(len(results["archs"])) for k in kinds if f"{k}/{i}" not in results["cells"]]
+    order = spread_order(len(results["archs"]))
+    if args.indices:
+        order = [i for i in order if str(i) in args.indices.split(",")]
+    todo = [(k, i) for i in order for k in kinds if f"{k}/{i}" not in results["cells"]]
     print(f"{len(todo)} cells to run ({len(results['cells'])} done) with {args.workers} worker(s)", flush=True)
     with ProcessPoolExecutor(max_workers=args.workers, mp_context=get_context("spawn")) as pool:
         running = {}
