@@ -20,6 +20,11 @@ architecture and kind:
   Extra settings ``supernet-bn<B>-h<H>`` (``--supernet-settings 250x1000,...``) score with B BatchNorm
   images and H held-out images instead of the evaluator's defaults.
 
+* ``zc-<score>`` — a zero-cost score of the untrained architecture (:mod:`evaluation.zero_cost`: ``naswot``,
+  ``synflow``, ``snip``; ``--zero-cost naswot,synflow,snip``): the mean over ``--zc-repeats``
+  initializations, each on its own seeded batch of ``--zc-batch`` training images at the ground truth's
+  resolution.
+
 Two free scores need no cell: the architecture's multiply-adds and parameters at 224² (``madds``,
 ``params``), the baseline any evaluator has to beat. Cells run in an order that spreads over the latency
 range (both ends, then halving the gaps), so a study stopped early still covers it.
@@ -35,7 +40,8 @@ Usage (from the repository root)::
 
     python experiments/bench_fidelity.py [--space mobilenetv3] [--archs 16] [--supernet FILE] \\
         [--gt-epochs 3] [--gt-resolution 64] [--gt-seeds 0] [--proxy 32,72] [--proxy-steps 150] \\
-        [--workers 1] [--threads 1] [--device auto] [--only KINDS] [--indices I,J] [--out bench_fidelity.json]
+        [--zero-cost naswot,synflow,snip] [--workers 1] [--threads 1] [--device auto] [--only KINDS] \\
+        [--indices I,J] [--out bench_fidelity.json]
 
 ``--workers N`` runs N cells at once in worker processes (each with ``--threads`` torch threads): on a
 GPU machine, many small trainings share the one device. On this 2-core machine the whole study
@@ -128,12 +134,43 @@ def run_cell(kind: str, spec_json: str, opts: dict) -> dict:
         cfg = EvalConfig(evaluator="supernet", supernet=opts["supernet"], train=base, keep_weights=False)
         _, res = score_subnet(ArchSpec.from_json(spec_json), cfg, bn_images=bn, score_images=held)
         out = {"score": res.val_accuracy, "error": None, "bn_images": bn, "score_images": held}
+    elif kind.startswith("zc-"):  # zc-<score>: a zero-cost score at the ground truth's resolution
+        out = {"score": zero_cost_score(kind[3:], spec_json, opts), "error": None, "zc_batch": opts["zc_batch"],
+               "zc_repeats": opts["zc_repeats"], "resolution_px": opts["gt_resolution"]}
     else:
         raise ValueError(f"unknown cell kind {kind!r}")
     out["seconds"] = time.perf_counter() - t0
     out["cpu_seconds"] = out["seconds"] * opts["threads"] if opts["device"] != "cuda" else None
     out["load_after"] = os.getloadavg()[0]
     return out
+
+
+def zero_cost_score(name: str, spec_json: str, opts: dict) -> float:
+    """The mean of :func:`evaluation.zero_cost.score` over ``opts["zc_repeats"]`` initializations, each
+    with its own seeded batch of ``opts["zc_batch"]`` training images (test split untouched) at the
+    ground truth's resolution, unaugmented."""
+    import numpy as np
+    import torch
+
+    from evaluation import zero_cost
+    from evaluation.data import load_dataset
+    from evaluation.training import TrainConfig, channel_stats, preprocess
+    from search_spaces import ArchSpec
+    from search_spaces.builder import build_model
+
+    data = load_dataset("fashion-mnist")
+    stats = channel_stats(data.train_images)
+    cfg = TrainConfig(resolution_px=opts["gt_resolution"])
+    spec = ArchSpec.from_json(spec_json)
+    values = []
+    for seed in range(opts["zc_repeats"]):
+        torch.manual_seed(seed)
+        model = build_model(spec)
+        rng = np.random.default_rng(seed)
+        idx = torch.from_numpy(rng.choice(len(data.train_labels), opts["zc_batch"], replace=False))
+        images = preprocess(data.train_images[idx], cfg, stats).contiguous()
+        values.append(zero_cost.score(name, model, images, data.train_labels[idx]))
+    return float(np.mean(values))
 
 
 FREE_SCORES = ("madds", "params")  # scores that cost nothing: the architecture's multiply-adds and parameters at 224²
@@ -256,6 +293,10 @@ def main() -> None:
     p.add_argument("--proxy", default="32,72",
                    help="proxy training resolutions, each R (--proxy-steps) or R-sN (N steps), e.g. 32,72,32-s400")
     p.add_argument("--proxy-steps", type=int, default=150)
+    p.add_argument("--zero-cost", default="", help="zero-cost scores to run, comma-separated (naswot,synflow,snip)")
+    p.add_argument("--zc-batch", type=int, default=64, help="images per zero-cost batch")
+    p.add_argument("--zc-repeats", type=int, default=3,
+                   help="initializations (and batches) averaged per zero-cost score")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -276,7 +317,8 @@ def main() -> None:
     results = json.loads(out.read_text()) if out.exists() else {}
     opts = {"threads": args.threads, "device": args.device, "supernet": args.supernet,
             "gt_epochs": args.gt_epochs or recipe.epochs, "gt_resolution": args.gt_resolution or recipe.resolution_px,
-            "gt_batch_size": recipe.batch_size, "gt_lr": recipe.lr, "proxy_steps": args.proxy_steps}
+            "gt_batch_size": recipe.batch_size, "gt_lr": recipe.lr, "proxy_steps": args.proxy_steps,
+            "zc_batch": args.zc_batch, "zc_repeats": args.zc_repeats}
     setup = {"space": args.space, "archs": args.archs, "pool": args.pool, "seed": args.seed,
              "gt_epochs": opts["gt_epochs"], "gt_resolution": opts["gt_resolution"], "proxy_steps": args.proxy_steps}
     if results and results.get("setup") != setup:
@@ -286,6 +328,7 @@ def main() -> None:
                    "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}}
         atomic_write_text(out, json.dumps(results, indent=2))
     kinds = [f"gt-s{s}" for s in args.gt_seeds.split(",") if s] + [f"proxy@{r}" for r in args.proxy.split(",") if r]
+    kinds += [f"zc-{z}" for z in args.zero_cost.split(",") if z]
     if args.supernet:
         kinds += ["supernet"] + [f"supernet-bn{s.split('x')[0]}-h{s.split('x')[1]}"
                                  for s in args.supernet_settings.split(",") if s]
