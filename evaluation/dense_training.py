@@ -1,8 +1,8 @@
 """Training and scoring of dense-prediction networks (segmentation, SSD detection) on mosaic data.
 
-The same loop as the classification proxy (:mod:`evaluation.training`): its `TrainConfig` (optimizer,
-schedule, steps or epochs, device, thread count, BN momentum, compute slots), `preprocess`,
-`learning_rate` and `TrainingDiverged`; only the targets and the loss differ.
+The same loop as the classification proxy (:func:`evaluation.training.run_steps`, with its `TrainConfig`:
+optimizer, schedule, steps or epochs, device, thread count, BN momentum, compute slots, divergence check)
+and its `preprocess`; only the batches, the targets and the loss differ.
 
 * segmentation (MobileNetV3's LR-ASPP, Howard et al. 2019, https://arxiv.org/abs/1905.02244, Sec. 6.4):
   the model maps N×C×H×W to N×classes×H×W logits; per-pixel cross-entropy (optionally class-weighted);
@@ -23,7 +23,6 @@ training set), generated in this process; generation is far faster than a traini
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -50,17 +49,15 @@ from evaluation.dense_metrics import (
 from evaluation.training import (
     ChannelStats,
     TrainConfig,
-    TrainingDiverged,
     TrainProgress,
     TrainRunResult,
     channel_stats,
     input_channels,
-    learning_rate,
-    make_optimizer,
     memory_format,
+    planned_steps,
     preprocess,
+    run_steps,
 )
-from latency.device import compute_slot
 from search_spaces.checks import is_number
 
 __all__ = [
@@ -464,11 +461,7 @@ def _train_loop(
 ) -> tuple[int, int, int, tuple[tuple[int, float], ...], float]:
     train_cfg = cfg.train
     batch_size = min(train_cfg.batch_size, len(data))
-    if train_cfg.steps is not None:
-        planned_steps = train_cfg.steps
-    else:
-        epochs = 1.0 if train_cfg.epochs is None else train_cfg.epochs
-        planned_steps = max(1, round(epochs * (len(data) // batch_size)))
+    planned = planned_steps(train_cfg, len(data), batch_size)
     torch.manual_seed(train_cfg.seed)
     generator = torch.Generator().manual_seed(train_cfg.seed)
     # Mosaic indices are shuffled once per pass with the training seed, so that the order is the seed's too.
@@ -478,44 +471,19 @@ def _train_loop(
         anchors = anchors.to(dev)
     model.to(dev, memory_format=memory_format(train_cfg))
     model.train()
-    optimizer = make_optimizer(model, train_cfg)
-    scaler = accel.grad_scaler(dev)
     weights = None if cfg.class_weights is None else torch.tensor(cfg.class_weights, dtype=torch.float32, device=dev)
-    slot = compute_slot if train_cfg.yield_to_measurements else contextlib.nullcontext
-    curve: list[tuple[int, float]] = []
-    window_sum, window_steps, step = 0.0, 0, 0
-    started = time.perf_counter()
-    while step < planned_steps:
+
+    def step_loss(step: int) -> torch.Tensor:
         batch = data.batch(order[np.arange(step * batch_size, (step + 1) * batch_size) % len(data)])
         if train_cfg.horizontal_flip:
             batch = batch.flip(torch.rand(batch_size, generator=generator) < 0.5)
-        lr = learning_rate(step, planned_steps, train_cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        with slot():
-            inputs = preprocess(accel.to_device(batch.images, dev), train_cfg, stats)
-            with accel.autocast(dev):
-                loss = _step_loss(model, inputs, batch, cfg, anchors, data.num_classes, weights, check=step == 0)
-            loss_value = loss.item()
-            if not math.isfinite(loss_value) or loss_value > train_cfg.max_loss:
-                raise TrainingDiverged(step, loss_value, what=f"{cfg.task.value} training loss")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        step += 1
-        window_sum += loss_value
-        window_steps += 1
-        elapsed_s = time.perf_counter() - started
-        out_of_time = train_cfg.time_budget_s is not None and elapsed_s >= train_cfg.time_budget_s
-        if window_steps == train_cfg.log_every_steps or step == planned_steps or out_of_time:
-            curve.append((step, window_sum / window_steps))
-            if progress is not None:
-                progress(TrainProgress(step, planned_steps, curve[-1][1], elapsed_s))
-            window_sum, window_steps = 0.0, 0
-        if out_of_time:
-            break
-    return step, planned_steps, batch_size, tuple(curve), time.perf_counter() - started
+        inputs = preprocess(accel.to_device(batch.images, dev), train_cfg, stats)
+        with accel.autocast(dev):
+            return _step_loss(model, inputs, batch, cfg, anchors, data.num_classes, weights, check=step == 0)
+
+    steps, curve, seconds = run_steps(model, train_cfg, planned, step_loss, progress,
+                                      what=f"{cfg.task.value} training loss")
+    return steps, planned, batch_size, curve, seconds
 
 
 def evaluate_dense(

@@ -50,9 +50,10 @@ __all__ = [
     "evaluate",
     "input_channels",
     "learning_rate",
-    "make_optimizer",
     "memory_format",
+    "planned_steps",
     "preprocess",
+    "run_steps",
     "train_model",
 ]
 
@@ -617,12 +618,6 @@ def _batches(train_index: torch.Tensor, batch_size: int, generator: torch.Genera
             yield order[start : start + batch_size]
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer of ``cfg`` over ``model``'s trainable parameters (no weight decay on biases and norms),
-    as the classification loop builds it; for other training loops (:mod:`evaluation.dense_training`)."""
-    return _make_optimizer(model, cfg)
-
-
 def memory_format(cfg: TrainConfig) -> torch.memory_format:
     """The memory format ``cfg.channels_last`` asks for (channels_last or NCHW)."""
     return _memory_format(cfg)
@@ -642,6 +637,65 @@ def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
 
 
+def planned_steps(cfg: TrainConfig, n_train: int, batch_size: int) -> int:
+    """The optimizer steps ``cfg`` plans over ``n_train`` training items: ``cfg.steps``, or ``cfg.epochs``
+    (1 when unset) passes of ``n_train // batch_size`` steps, at least one."""
+    if cfg.steps is not None:
+        return cfg.steps
+    epochs = 1.0 if cfg.epochs is None else cfg.epochs
+    return max(1, round(epochs * (n_train // batch_size)))
+
+
+def run_steps(
+    model: nn.Module,
+    cfg: TrainConfig,
+    planned: int,
+    step_loss: Callable[[int], torch.Tensor],
+    progress: Callable[[TrainProgress], None] | None,
+    what: str = "training loss",
+) -> tuple[int, tuple[tuple[int, float], ...], float]:
+    """The optimizer loop every training path shares (classification here, dense tasks in
+    :mod:`evaluation.dense_training`): learning-rate schedule, loss scaling, the divergence check, the loss
+    curve, progress and the time budget. ``step_loss(step)`` draws the step's batch and returns its loss
+    (the forward pass, under :func:`accel.autocast`); it runs while the step holds a shared claim on the
+    device, so a latency measurement (which takes it exclusively) never runs while this process computes
+    (:func:`latency.device.compute_slot`). The model is already on its device, in training mode.
+
+    Returns (steps run, loss curve, seconds). Raises :class:`TrainingDiverged` (``what`` names the loss)."""
+    optimizer = _make_optimizer(model, cfg)
+    scaler = accel.grad_scaler(accel.device(cfg.device))  # float16 loss scaling on CUDA; a pass-through on the CPU
+    slot = compute_slot if cfg.yield_to_measurements else contextlib.nullcontext
+    curve: list[tuple[int, float]] = []
+    window_sum, window_steps, step = 0.0, 0, 0
+    started = time.perf_counter()
+    while step < planned:
+        lr = learning_rate(step, planned, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with slot():
+            loss = step_loss(step)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value) or loss_value > cfg.max_loss:
+                raise TrainingDiverged(step, loss_value, what=what)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        step += 1
+        window_sum += loss_value
+        window_steps += 1
+        elapsed_s = time.perf_counter() - started
+        out_of_time = cfg.time_budget_s is not None and elapsed_s >= cfg.time_budget_s
+        if window_steps == cfg.log_every_steps or step == planned or out_of_time:
+            curve.append((step, window_sum / window_steps))
+            if progress is not None:
+                progress(TrainProgress(step, planned, curve[-1][1], elapsed_s))
+            window_sum, window_steps = 0.0, 0
+        if out_of_time:
+            break
+    return step, tuple(curve), time.perf_counter() - started
+
+
 def _train_loop(
     model: nn.Module,
     data: Dataset,
@@ -652,11 +706,7 @@ def _train_loop(
 ) -> tuple[int, int, int, tuple[tuple[int, float], ...], float]:
     """Runs the optimizer steps; returns (steps, planned steps, batch size, loss curve, seconds)."""
     batch_size = min(cfg.batch_size, len(train_index))
-    if cfg.steps is not None:
-        planned_steps = cfg.steps
-    else:
-        epochs = 1.0 if cfg.epochs is None else cfg.epochs
-        planned_steps = max(1, round(epochs * (len(train_index) // batch_size)))
+    planned = planned_steps(cfg, len(train_index), batch_size)
     # The global seed covers randomness inside the model (dropout, drop-path). Data order and
     # augmentation use their own generator, so every candidate sees the same batches whatever its
     # layers draw.
@@ -665,50 +715,20 @@ def _train_loop(
     dev = accel.device(cfg.device)
     model.to(dev, memory_format=_memory_format(cfg))
     model.train()
-    optimizer = _make_optimizer(model, cfg)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    scaler = accel.grad_scaler(dev)  # float16 loss scaling on CUDA; a pass-through on the CPU
-
-    # Each step holds a shared claim on the device, so a latency measurement (which takes it
-    # exclusively) never runs while this process computes: see latency.device.compute_slot.
-    slot = compute_slot if cfg.yield_to_measurements else contextlib.nullcontext
-    curve: list[tuple[int, float]] = []
-    window_sum, window_steps = 0.0, 0
-    step = 0
-    started = time.perf_counter()
     batches = _batches(train_index, batch_size, generator)
-    while step < planned_steps:
+
+    def step_loss(step: int) -> torch.Tensor:
         batch = next(batches)
-        lr = learning_rate(step, planned_steps, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        with slot():
-            inputs = preprocess(accel.to_device(data.train_images[batch], dev), cfg, stats, generator)
-            with accel.autocast(dev):
-                logits = model(inputs)
-                if step == 0:
-                    _check_logits(logits, batch_size, data.num_classes)
-                loss = criterion(logits, accel.to_device(data.train_labels[batch], dev))
-            loss_value = loss.item()
-            if not math.isfinite(loss_value) or loss_value > cfg.max_loss:
-                raise TrainingDiverged(step, loss_value)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        step += 1
-        window_sum += loss_value
-        window_steps += 1
-        elapsed_s = time.perf_counter() - started
-        out_of_time = cfg.time_budget_s is not None and elapsed_s >= cfg.time_budget_s
-        if window_steps == cfg.log_every_steps or step == planned_steps or out_of_time:
-            curve.append((step, window_sum / window_steps))
-            if progress is not None:
-                progress(TrainProgress(step, planned_steps, curve[-1][1], elapsed_s))
-            window_sum, window_steps = 0.0, 0
-        if out_of_time:
-            break
-    return step, planned_steps, batch_size, tuple(curve), time.perf_counter() - started
+        inputs = preprocess(accel.to_device(data.train_images[batch], dev), cfg, stats, generator)
+        with accel.autocast(dev):
+            logits = model(inputs)
+            if step == 0:
+                _check_logits(logits, batch_size, data.num_classes)
+            return criterion(logits, accel.to_device(data.train_labels[batch], dev))
+
+    steps, curve, seconds = run_steps(model, cfg, planned, step_loss, progress)
+    return steps, planned, batch_size, curve, seconds
 
 
 def _check_logits(logits: torch.Tensor, batch_size: int, num_classes: int) -> None:
