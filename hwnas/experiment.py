@@ -369,16 +369,40 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
     log_line(run_dir, f"experiment {cfg.name}: " + ("resuming" if resume else "starting") + f" in {run_dir}", echo)
     runners = {"search": _stage_search, "train": _stage_train, "netadapt": _stage_netadapt, "final": _stage_final,
                "report": _stage_report}
-    for stage in STAGES:
-        if state["stages"].get(stage, {}).get("done"):
-            log_line(run_dir, f"[{stage}] done already", echo)
-            continue
-        log_line(run_dir, f"[{stage}] starting", echo)
-        t_stage = time.perf_counter()
-        summary = runners[stage](cfg, run_dir, state, echo)
-        save(stage, {**summary, "wall_s": time.perf_counter() - t_stage})
-        log_line(run_dir, f"[{stage}] done in {(time.perf_counter() - t_stage) / 60:.1f} min", echo)
+    shared_ray = _shared_local_ray(cfg, state, run_dir, echo)
+    try:
+        for stage in STAGES:
+            if state["stages"].get(stage, {}).get("done"):
+                log_line(run_dir, f"[{stage}] done already", echo)
+                continue
+            log_line(run_dir, f"[{stage}] starting", echo)
+            t_stage = time.perf_counter()
+            summary = runners[stage](cfg, run_dir, state, echo)
+            save(stage, {**summary, "wall_s": time.perf_counter() - t_stage})
+            log_line(run_dir, f"[{stage}] done in {(time.perf_counter() - t_stage) / 60:.1f} min", echo)
+    finally:
+        if shared_ray is not None:
+            shared_ray.shutdown()
     return ExperimentOutcome(run_dir, state, state["elapsed_s"])
+
+
+RAY_STAGES = ("search", "train", "netadapt", "final")
+"""The stages that run their work as Ray tasks."""
+
+
+def _shared_local_ray(cfg: ExperimentConfig, state: dict, run_dir: Path, echo):
+    """One local Ray instance for every stage still to run (each stage joins the running instance instead of
+    starting and stopping its own, which costs seconds per stage); None when the experiment joins a cluster
+    (``[data] ray_address``) or no Ray stage is left."""
+    from evaluation.execution import RayPool
+
+    if cfg.data["ray_address"] or all(state["stages"].get(s, {}).get("done") for s in RAY_STAGES):
+        return None
+    t_ray = time.perf_counter()
+    pool = RayPool(cpus_per_trial=1)
+    log_line(run_dir, f"local Ray for the experiment's stages, on 127.0.0.1 (ready in "
+                      f"{time.perf_counter() - t_ray:.1f} s)", echo)
+    return pool
 
 
 def _stage_search(cfg: ExperimentConfig, run_dir: Path, state: dict, echo) -> dict:
