@@ -41,6 +41,21 @@ def module_cache(tmp_path_factory):
         yield tmp
 
 
+@pytest.fixture(scope="module")
+def shared_ray():
+    """One local Ray instance for a module's in-process searches and refinements: each one's own ``RayPool``
+    finds Ray running and leaves it running (as the stages of ``nas experiment run`` share one), instead of
+    every test paying Ray's start and its workers' imports. Modules that test Ray's own life cycle (a
+    cluster, a killed worker or driver) do not use it."""
+    from evaluation.execution import RayPool
+
+    pool = RayPool(num_cpus=os.cpu_count())
+    try:
+        yield pool
+    finally:
+        pool.shutdown()
+
+
 # ---- one calibrated latency table for the tiny searches ------------------------------------------
 
 #: The tiny searches' measurement settings (tests/nas/test_search.py and the modules built on it).

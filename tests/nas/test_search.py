@@ -48,7 +48,7 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-def test_search_writes_a_complete_run_directory(tmp_path):
+def test_search_writes_a_complete_run_directory(tmp_path, shared_ray):
     """A first search on a fresh table: it calibrates the table itself (the other tests here start calibrated)."""
     out = run_search(tiny(tmp_path / "run"), echo=None)
     run = tmp_path / "run"
@@ -73,7 +73,7 @@ def test_search_writes_a_complete_run_directory(tmp_path):
     assert out.completed == 3 and out.failed == 0
 
 
-def test_existing_run_is_never_overwritten_and_resume_extends_it(tmp_path, seeded):
+def test_existing_run_is_never_overwritten_and_resume_extends_it(tmp_path, seeded, shared_ray):
     run = tmp_path / "run"
     run_search(tiny(run, trials=2), echo=None)
     first = read_csv(run / "trials.csv")
@@ -86,7 +86,7 @@ def test_existing_run_is_never_overwritten_and_resume_extends_it(tmp_path, seede
         assert (before["arch_id"], before["accuracy"]) == (after["arch_id"], after["accuracy"])
 
 
-def test_diverging_candidates_fail_their_trial_not_the_search(tmp_path, seeded):
+def test_diverging_candidates_fail_their_trial_not_the_search(tmp_path, seeded, shared_ray):
     cfg = tiny(tmp_path / "run", trials=2, eval={"train": {"steps": 4, "batch_size": 32, "threads": 1, "lr": 1e9}})
     out = run_search(cfg, echo=None)
     rows = read_csv(tmp_path / "run" / "trials.csv")
@@ -112,7 +112,7 @@ def test_bad_options_give_one_line_errors(tmp_path, args, hint):
     assert hint in proc.stderr and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
 
 
-def test_a_proposed_duplicate_reuses_the_earlier_result(tmp_path, seeded):
+def test_a_proposed_duplicate_reuses_the_earlier_result(tmp_path, seeded, shared_ray):
     # Enqueue the first trial's decisions again, as a searcher might propose them.
     import optuna
     from optuna.storages import JournalStorage
@@ -146,7 +146,7 @@ def test_search_and_refine_log_through_one_helper(tmp_path):
     assert not hasattr(nas.search, "_log") and not hasattr(netadapt.refine, "_log")
 
 
-def test_measured_latency_search_logs_only_what_it_knows(tmp_path):
+def test_measured_latency_search_logs_only_what_it_knows(tmp_path, shared_ray):
     lines: list[str] = []
     run_search(tiny(tmp_path / "run", trials=1, top_k=1, target_ms=5.0, eval={"latency": "measured"}),
                echo=lines.append)

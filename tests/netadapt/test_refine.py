@@ -49,9 +49,9 @@ def read_csv(path):
 
 
 @pytest.fixture(scope="module")
-def work(module_cache, calibrated_table):
+def work(module_cache, calibrated_table, shared_ray):
     """The module's folder, its table ``t.sqlite`` calibrated already (the session's copy: NetAdapt is tested
-    here, not a first calibration)."""
+    here, not a first calibration); the module's in-process searches and refinements share one Ray."""
     seed_table(calibrated_table, module_cache / "t.sqlite")
     return module_cache
 
