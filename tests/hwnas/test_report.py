@@ -40,6 +40,7 @@ def runs(tmp_path_factory, request):
         pytest.skip("needs the dataset-fashion-mnist Debian package")
     root = tmp_path_factory.mktemp("report")
     seed_table(request.getfixturevalue("calibrated_table"), root / "t.sqlite")
+    request.getfixturevalue("shared_ray")  # both searches join one local Ray
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HWNAS_CACHE_DIR", str(root / "cache"))
         run_search(tiny(root / "random", trials=4), echo=None)
