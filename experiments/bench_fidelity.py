@@ -34,7 +34,8 @@ the paired bootstrap interval of its τ minus today's proxy's (``proxy@32``), Sp
 ground truth (scipy), and the median wall seconds per candidate (``median_s``) and, on the CPU, the median
 CPU-seconds (``median_cpu_s``: wall time × threads of the cell). Every cell is written to the results file
 as soon as it finishes, so a killed run resumes where it stopped; ``--summarize`` prints the table of a
-results file without running anything.
+results file without running anything, and ``--summarize --pool-with B.json`` that of several studies'
+architectures together (another ``--seed`` draws another K architectures at the same quantiles).
 
 Usage (from the repository root)::
 
@@ -205,6 +206,22 @@ def bootstrap_tau(score, truth, reference=None, *, resamples: int = 2000, seed: 
     return ci, dci
 
 
+def pool_studies(studies: list[dict]) -> dict:
+    """Several studies (e.g. two ``--seed``s' architectures under one recipe) as one: their architectures
+    concatenated, each one's cells with it. Only kinds that every study has for an architecture count."""
+    if len({json.dumps({k: v for k, v in s["setup"].items() if k != "seed"}, sort_keys=True) for s in studies}) > 1:
+        raise SystemExit("the studies differ in more than their seed (space, recipe, proxy steps): not pooled")
+    archs, cells = [], {}
+    for study in studies:
+        for i, arch in enumerate(study["archs"]):
+            for key, cell in study["cells"].items():
+                kind, _, j = key.rpartition("/")
+                if int(j) == i:
+                    cells[f"{kind}/{len(archs)}"] = cell
+            archs.append(arch)
+    return {**studies[0], "archs": archs, "cells": cells}
+
+
 def summarize(results: dict) -> list[dict]:
     """One row per kind: τ and ρ against the ground truth (mean over its seeds), τ's p-value and bootstrap
     interval, the paired bootstrap interval of its τ minus today's proxy's, and the seconds per candidate;
@@ -304,9 +321,12 @@ def main() -> None:
     p.add_argument("--indices", default="", help="run only these architectures (indices into the stored list: 0,1,2)")
     p.add_argument("--out", default="bench_fidelity.json")
     p.add_argument("--summarize", action="store_true", help="print the table of the --out file and run nothing")
+    p.add_argument("--pool-with", default="",
+                   help="with --summarize: other results files (comma-separated) whose architectures join the table")
     args = p.parse_args()
     if args.summarize:
-        print_table(summarize(json.loads(Path(args.out).read_text())))
+        studies = [json.loads(Path(f).read_text()) for f in [args.out, *args.pool_with.split(",")] if f]
+        print_table(summarize(pool_studies(studies)))
         return
 
     from hwnas.experiment import Recipe
