@@ -38,8 +38,10 @@ ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.SiLU)
 SCORES = ("naswot", "synflow", "snip")
 
 
-def _weights(model: nn.Module) -> list[torch.Tensor]:
-    return [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+def _saliency(model: nn.Module) -> float:
+    """``Σ |θ · ∂/∂θ|`` over the convolution and linear weights after a backward pass (SynFlow's and SNIP's sum)."""
+    weights = [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    return sum(float((w.detach() * w.grad).abs().sum()) for w in weights if w.grad is not None)
 
 
 def naswot(model: nn.Module, images: torch.Tensor) -> float:
@@ -88,7 +90,7 @@ def synflow(model: nn.Module, input_shape: tuple[int, int, int]) -> float:
     net.zero_grad(set_to_none=True)
     out = net(torch.ones((1, *input_shape), dtype=torch.float64))
     torch.sum(out).backward()
-    total = sum(float((w.detach() * w.grad).abs().sum()) for w in _weights(net) if w.grad is not None)
+    total = _saliency(net)
     if not total > 0 or not math.isfinite(total):
         raise ValueError(f"synflow: the score is {total} (no path from input to output, or overflow)")
     return math.log(total)
@@ -101,7 +103,7 @@ def snip(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     net = copy.deepcopy(model).train()
     net.zero_grad(set_to_none=True)
     F.cross_entropy(net(images), labels).backward()
-    total = sum(float((w.detach() * w.grad).abs().sum()) for w in _weights(net) if w.grad is not None)
+    total = _saliency(net)
     if not math.isfinite(total):
         raise ValueError(f"snip: the score is {total} (the loss or its gradient is not finite)")
     return total

@@ -45,6 +45,8 @@ from search_spaces.spec import load as load_spec
 from search_spaces.suggest import unknown_name
 
 STAGES = ("search", "train", "netadapt", "final", "report")
+RAY_STAGES = STAGES[:-1]
+"""Every stage but the report runs its work as Ray tasks."""
 
 
 _SEARCH = SearchConfig(run_dir="")  # the defaults an experiment file starts from
@@ -384,10 +386,6 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
         if shared_ray is not None:
             shared_ray.shutdown()
     return ExperimentOutcome(run_dir, state, state["elapsed_s"])
-
-
-RAY_STAGES = ("search", "train", "netadapt", "final")
-"""The stages that run their work as Ray tasks."""
 
 
 def _shared_local_ray(cfg: ExperimentConfig, state: dict, run_dir: Path, echo):

@@ -16,8 +16,9 @@ The second stage of the MobileNetV3 recipe (Howard et al. 2019 §4.2, after Yang
 5. repeat until the *measured* latency meets the target (the predicted one where this machine cannot
    measure, e.g. with another device's table: per-layer tables overstate small cuts); then fine-tune
    the result longer (or retrain it from scratch), train a uniform width-multiplier baseline of the
-   same start network at the same latency with the same budget, and measure start, result and
-   baseline whole on the device.
+   same start network at the same latency with the same budget, and measure result and baseline
+   against the start on the device (interleaved ratios × the start's one measurement, the basis of
+   the target and of every step).
 
 Everything a resume needs is written atomically after each iteration (``state.json`` and the current
 weights), so a killed run loses at most the iteration in progress; see :func:`run_refine`.
@@ -581,11 +582,13 @@ def _final_metrics(ctx: Refinement, state: dict, results: dict, baseline) -> dic
     atomic_write_bytes(run_dir / REFINED_WEIGHTS_FILE, final_weights)
     refined.save(run_dir / REFINED_FILE)
     export_onnx(refined.replace(resolution=lat.resolution), run_dir / REFINED_ONNX_FILE)
-    ctx.log("measuring start, result" + (" and baseline" if baseline else "") + " on the device")
+    ctx.log(("measuring the result" + (" and the baseline" if baseline else "") + " against the start on the device")
+            if state["l0_measured_ms"] is not None else "no measurement on this machine: latencies are predicted")
     metrics = {
-        "start": _metrics(start, results["start"]["accuracy"], state["l0_pred_ms"], lat.measure_ms(start),
+        "start": _metrics(start, results["start"]["accuracy"], state["l0_pred_ms"], state["l0_measured_ms"],
                           test_accuracy=results["start"]["test_accuracy"]),
-        "refined": _metrics(refined, results["refined"]["accuracy"], cur["latency_pred_ms"], lat.measure_ms(refined),
+        "refined": _metrics(refined, results["refined"]["accuracy"], cur["latency_pred_ms"],
+                            **_against_start(lat, refined, start, state["l0_measured_ms"]),
                             test_accuracy=results["refined"]["test_accuracy"], name=refined.name),
         "target_ms": state["target_ms"], "delta_ms": state["delta_ms"], "target_met": state.get("target_met"),
         "iterations": state["iteration"], "metric": cfg.metric, "steps": cfg.steps,
@@ -596,10 +599,22 @@ def _final_metrics(ctx: Refinement, state: dict, results: dict, baseline) -> dic
         base_spec, multiplier = baseline
         base_spec.save(run_dir / BASELINE_FILE)
         metrics["baseline"] = _metrics(base_spec, results["baseline"]["accuracy"], lat.latency_ms(base_spec),
-                                       lat.measure_ms(base_spec), test_accuracy=results["baseline"]["test_accuracy"],
-                                       width_multiplier=multiplier)
+                                       **_against_start(lat, base_spec, start, state["l0_measured_ms"]),
+                                       test_accuracy=results["baseline"]["test_accuracy"], width_multiplier=multiplier)
     metrics["wall_s"] = ctx.wall_s
     return metrics
+
+
+def _against_start(lat: TableLatency, spec: ArchSpec, start: ArchSpec, l0_measured_ms: float | None) -> dict:
+    """``spec``'s measured latency on the run's one basis: its interleaved ratio to the start network (host drift
+    cancels) × the start's measurement that set the target, as every step's row has it. Measuring the start a
+    second time would give a second basis: on this 2-core VM two measurements of a 0.15-ms network differed by
+    20 %, more than a 15 % reduction. Nothing where this machine cannot measure."""
+    if l0_measured_ms is None:
+        return {"latency_measured": None}
+    paired = lat.paired(spec, start)
+    return {"latency_measured": paired.ratio * l0_measured_ms, "ratio_to_start": paired.ratio,
+            "ratio_to_start_ci": [paired.ratio_ci_low, paired.ratio_ci_high]}
 
 
 def _train_size(cfg: RefineConfig) -> int:

@@ -67,22 +67,16 @@ def search_config(run_dir: Path, lut: Path, name: str, target_ms: float | None) 
 
 
 @pytest.fixture(scope="module")
-def runs(module_cache, calibrated_table) -> dict[str, Path]:
-    from evaluation.execution import RayPool
-
+def runs(module_cache, calibrated_table, shared_ray) -> dict[str, Path]:
     seed_table(calibrated_table, module_cache / "table.sqlite")
-    pool = RayPool(num_cpus=2)  # each search's own RayPool finds Ray running and leaves it running
     out, target_ms = {}, None
-    try:
-        for name in SEARCHERS:
-            run_dir = module_cache / name
-            outcome = run_search(search_config(run_dir, module_cache / "table.sqlite", name, target_ms), echo=None)
-            assert outcome.completed == 3 and outcome.failed == 0, name
-            if REWARD[name] == "soft":
-                target_ms = target_ms or json.loads((run_dir / "config.json").read_text())["target_ms"]
-            out[name] = run_dir
-    finally:
-        pool.shutdown()
+    for name in SEARCHERS:
+        run_dir = module_cache / name
+        outcome = run_search(search_config(run_dir, module_cache / "table.sqlite", name, target_ms), echo=None)
+        assert outcome.completed == 3 and outcome.failed == 0, name
+        if REWARD[name] == "soft":
+            target_ms = target_ms or json.loads((run_dir / "config.json").read_text())["target_ms"]
+        out[name] = run_dir
     return out
 
 
