@@ -3,9 +3,12 @@
 Measures one network N times, each time in a fresh Python process (``measure_onnx`` as ``nas latency
 measure`` calls it), alternating protocols run by run so that each sees the same host conditions:
 protocol ``1`` is the single-session protocol (CI from one session's samples), the default
-``MeasureConfig.sessions`` the multi-session one (CI over the session medians), and ``S:SECONDS``
+``MeasureConfig.sessions`` the multi-session one (CI over the session medians), ``S:SECONDS``
 times S sessions for exactly that long (``1:10``: one session for 10 s, to tell "more sessions" from
-"more time"). For each protocol it reports how often one run's interval contains another run's
+"more time"), and ``anchor=NAME`` the anchored measurement (``nas latency measure --anchor NAME``:
+interleaved ratio to NAME × NAME's reference latency, measured by the first such run and kept in
+``OUT.cache/`` for the others); for it the coverage is also given with the shared reference held fixed
+(the ratio's interval alone). For each protocol it reports how often one run's interval contains another run's
 median (over all ordered pairs; goal >= 90 %), the CV of the N medians (goal <= 1 %), the mean
 relative half-width, and the wall time per measurement. The 1-minute load average
 (``/proc/loadavg``) is recorded before each run: the machine is shared, and measurements hold the
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -31,6 +35,17 @@ from pathlib import Path
 WORKER = """
 import json, sys
 from latency.measure import MeasureConfig, measure_onnx
+if sys.argv[2].startswith("anchor="):
+    from latency.anchored import measure_anchored_one
+    from search_spaces import resolve_arch
+    m = measure_anchored_one(sys.argv[1], resolve_arch(sys.argv[2][7:]).replace(resolution=int(sys.argv[3])),
+                             MeasureConfig())
+    print(json.dumps({"median_ms": m.median_ms, "ci_low_ms": m.ci_low_ms, "ci_high_ms": m.ci_high_ms,
+                      "relative_ci": [m.relative_ci_low_ms, m.relative_ci_high_ms], "ratio": m.ratio,
+                      "ci_confidence": m.ci_confidence, "wall_s": m.paired.wall_s, "n_pairs": m.paired.n_pairs,
+                      "reference_ms": m.reference.median_ms, "reference_ci": [m.reference.ci_low_ms,
+                      m.reference.ci_high_ms], "stop_reason": m.paired.stop_reason, "contended": m.paired.contended}))
+    sys.exit(0)
 sessions, _, cap = sys.argv[2].partition(":")
 kwargs = {"time_cap_s": float(cap), "target_rel_ci": 1e-6, "max_runs": 10**6} if cap else {}
 m = measure_onnx(sys.argv[1], MeasureConfig(sessions=int(sessions), **kwargs))
@@ -46,17 +61,26 @@ def load1() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
 
-def summarize(rows: list[dict]) -> dict:
-    medians = [r["median_ms"] for r in rows]
+def coverage(rows: list[dict], interval) -> float:
+    """How often one run's interval (``interval(row)`` → (low, high)) contains another run's median."""
     pairs = hits = 0
     for i, r in enumerate(rows):
-        for j, other in enumerate(medians):
+        low, high = interval(r)
+        for j, other in enumerate(rows):
             if i != j:
                 pairs += 1
-                hits += r["ci_low_ms"] <= other <= r["ci_high_ms"]
+                hits += low <= other["median_ms"] <= high
+    return hits / pairs if pairs else float("nan")
+
+
+def summarize(rows: list[dict]) -> dict:
+    medians = [r["median_ms"] for r in rows]
     return {
         "runs": len(rows),
-        "coverage_of_other_medians": hits / pairs if pairs else float("nan"),
+        "coverage_of_other_medians": coverage(rows, lambda r: (r["ci_low_ms"], r["ci_high_ms"])),
+        # anchored runs: the interval with the (shared) reference held fixed, the ratio's alone
+        "coverage_relative": coverage(rows, lambda r: r["relative_ci"]) if all("relative_ci" in r for r in rows)
+        else None,
         "cv_of_medians": statistics.stdev(medians) / statistics.fmean(medians) if len(rows) > 1 else float("nan"),
         "median_ms": statistics.median(medians),
         "min_max_ms": [min(medians), max(medians)],
@@ -124,8 +148,9 @@ def main(argv=None) -> int:
     parser.add_argument("--arch", default="mobilenetv3_large", help="registered network (default mobilenetv3_large)")
     parser.add_argument("--runs", type=int, default=20, help="independent runs per protocol (default 20)")
     parser.add_argument("--protocols", nargs="+", default=None,
-                        help="protocols to compare, SESSIONS or SESSIONS:SECONDS (timed for exactly that long, "
-                             "e.g. 1:10 = one session for 10 s); default: 1 and MeasureConfig's default")
+                        help="protocols to compare, SESSIONS, SESSIONS:SECONDS (timed for exactly that long, "
+                             "e.g. 1:10 = one session for 10 s) or anchor=NAME (anchored on NAME); default: 1 and "
+                             "MeasureConfig's default")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_interval.jsonl"), help="rows (JSON lines)")
     parser.add_argument("--session-effect", type=int, metavar="TRIALS", default=0,
                         help="instead: size of the between-session effect (two sessions side by side, interleaved) "
@@ -141,6 +166,9 @@ def main(argv=None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows = [json.loads(line) for line in args.out.read_text().splitlines()] if args.out.exists() else []
     rows = [r for r in rows if r["arch"] == args.arch]
+    # anchored protocols keep the anchor's reference (measured by their first run) beside the results, so that a
+    # resumed benchmark uses the same one
+    env = {**os.environ, "HWNAS_CACHE_DIR": str(args.out.with_suffix(".cache").resolve())}
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "model.onnx"
         export_onnx(spec, model)
@@ -158,8 +186,8 @@ def main(argv=None) -> int:
                     continue
                 load = load1()
                 t0 = time.perf_counter()
-                proc = subprocess.run([sys.executable, "-c", WORKER, str(model), sessions], capture_output=True,
-                                      text=True, timeout=600)
+                proc = subprocess.run([sys.executable, "-c", WORKER, str(model), sessions, str(spec.resolution)],
+                                      capture_output=True, text=True, timeout=600, env=env)
                 if proc.returncode != 0:
                     print(proc.stderr[-2000:], file=sys.stderr)
                     return 1
@@ -179,7 +207,9 @@ def main(argv=None) -> int:
               f"CV of medians {s['cv_of_medians']:.2%}, medians {s['min_max_ms'][0]:.3f}-{s['min_max_ms'][1]:.3f} ms, "
               f"mean CI half-width {s['mean_rel_half_width']:.2%}, {s['mean_wall_s']:.1f} s per measurement "
               f"({s['mean_process_s']:.1f} s with process start), load {s['load1_min_max'][0]:.2f}-"
-              f"{s['load1_min_max'][1]:.2f}, contended runs {s['contended_runs']}")
+              f"{s['load1_min_max'][1]:.2f}, contended runs {s['contended_runs']}"
+              + (f"; coverage with the reference held fixed {s['coverage_relative']:.1%}"
+                 if s.get("coverage_relative") is not None else ""))
     print(json.dumps(result, indent=1))
     return 0
 

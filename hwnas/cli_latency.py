@@ -80,6 +80,10 @@ def cmd_measure(args) -> int:
 
     spec = _spec(args)
     cfg = _measure_cfg(args)
+    if args.anchor:
+        return _measure_anchored(args, spec, cfg)
+    if args.remeasure_anchor:
+        raise ValueError("--remeasure-anchor needs --anchor NAME")
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "model.onnx"
         export_onnx(spec, fp32)
@@ -116,6 +120,36 @@ def cmd_measure(args) -> int:
         note = search_io_note(spec)
         if note:
             print(note)
+    return 0
+
+
+def _measure_anchored(args, spec, cfg) -> int:
+    from latency.anchored import anchor_reference, measure_anchored_one
+    from search_spaces.export import export_onnx
+
+    if args.precision != "fp32":
+        raise ValueError("--anchor measures fp32 networks; leave out --precision int8")
+    anchor = _spec(argparse.Namespace(arch=args.anchor, resolution=spec.resolution, in_channels=spec.in_channels,
+                                      num_classes=spec.num_classes))
+    ref = anchor_reference(anchor, cfg, remeasure=args.remeasure_anchor)
+    m = measure_anchored_one(export_onnx(spec), anchor, cfg, ref)
+    if args.json:
+        _print_json({**m.to_dict(), "arch": spec.name or args.arch, "arch_id": spec.arch_id,
+                     "resolution": spec.resolution, "in_channels": spec.in_channels, "num_classes": spec.num_classes})
+        return 0
+    print(f"{spec.name or args.arch} at {spec.resolution}²×{spec.in_channels}, {spec.num_classes} classes, fp32, "
+          f"anchored on {ref.anchor}")
+    print(f"  {m.median_ms:.3f} ms  (95% CI {m.ci_low_ms:.3f}–{m.ci_high_ms:.3f}, the reference's uncertainty "
+          f"included; {m.relative_ci_low_ms:.3f}–{m.relative_ci_high_ms:.3f} beside other networks anchored on the "
+          f"same reference)")
+    print(f"  = ratio {m.ratio:.4f} (95% CI {m.ratio_ci_low:.4f}–{m.ratio_ci_high:.4f}, {m.paired.n_pairs} interleaved "
+          f"pairs) × {ref.anchor}'s {ref.median_ms:.3f} ms on this device (CI {ref.ci_low_ms:.3f}–"
+          f"{ref.ci_high_ms:.3f}, measured {ref.measured_at}; --remeasure-anchor to renew it)")
+    if m.paired.contended:
+        print("  warning: p90/median > 1.5 — the core was shared with other work; re-measure on a quiet machine")
+    note = search_io_note(spec)
+    if note:
+        print(note)
     return 0
 
 
@@ -279,6 +313,11 @@ def add_latency_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibration-samples", type=int, default=32, help="int8: real images for calibration")
     p.add_argument("--dataset", default="fashion-mnist", help="int8 calibration data (default fashion-mnist)")
     p.add_argument("--data-dir", help="dataset folder (default: the Debian package's)")
+    p.add_argument("--anchor", metavar="NAME|FILE.json",
+                   help="time the network interleaved with this one and report ratio × the anchor's latency stored "
+                        "for this device (measured on first use): a number that repeats from run to run where the "
+                        "host's speed wanders; fp32 only")
+    p.add_argument("--remeasure-anchor", action="store_true", help="with --anchor: measure its stored latency anew")
     p.set_defaults(func=cmd_measure)
 
     p = lsub.add_parser("predict", help="predict an architecture's latency from the lookup table")
