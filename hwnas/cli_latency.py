@@ -316,7 +316,8 @@ def add_latency_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--anchor", metavar="NAME|FILE.json",
                    help="time the network interleaved with this one and report ratio × the anchor's latency stored "
                         "for this device (measured on first use): a number that repeats from run to run where the "
-                        "host's speed wanders; fp32 only")
+                        "host's speed wanders; choose one like the measured network (e.g. its 0.75-width version); "
+                        "fp32 only")
     p.add_argument("--remeasure-anchor", action="store_true", help="with --anchor: measure its stored latency anew")
     p.set_defaults(func=cmd_measure)
 
