@@ -6,9 +6,10 @@ protocol ``1`` is the single-session protocol (CI from one session's samples), t
 ``MeasureConfig.sessions`` the multi-session one (CI over the session medians), ``S:SECONDS``
 times S sessions for exactly that long (``1:10``: one session for 10 s, to tell "more sessions" from
 "more time"), and ``anchor=NAME`` the anchored measurement (``nas latency measure --anchor NAME``:
-interleaved ratio to NAME × NAME's reference latency, measured by the first such run and kept in
-``OUT.cache/`` for the others); for it the coverage is also given with the shared reference held fixed
-(the ratio's interval alone). For each protocol it reports how often one run's interval contains another run's
+interleaved ratio to NAME × NAME's reference latency stored for this device, measured by the first such
+run if there is none: ``nas latency measure NAME --anchor NAME --remeasure-anchor`` renews it); for it the
+coverage is also given with the shared reference held fixed (the ratio's interval alone).
+For each protocol it reports how often one run's interval contains another run's
 median (over all ordered pairs; goal >= 90 %), the CV of the N medians (goal <= 1 %), the mean
 relative half-width, and the wall time per measurement. The 1-minute load average
 (``/proc/loadavg``) is recorded before each run: the machine is shared, and measurements hold the
@@ -24,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import subprocess
 import sys
@@ -166,9 +166,6 @@ def main(argv=None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows = [json.loads(line) for line in args.out.read_text().splitlines()] if args.out.exists() else []
     rows = [r for r in rows if r["arch"] == args.arch]
-    # anchored protocols keep the anchor's reference (measured by their first run) beside the results, so that a
-    # resumed benchmark uses the same one
-    env = {**os.environ, "HWNAS_CACHE_DIR": str(args.out.with_suffix(".cache").resolve())}
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "model.onnx"
         export_onnx(spec, model)
@@ -187,7 +184,7 @@ def main(argv=None) -> int:
                 load = load1()
                 t0 = time.perf_counter()
                 proc = subprocess.run([sys.executable, "-c", WORKER, str(model), sessions, str(spec.resolution)],
-                                      capture_output=True, text=True, timeout=600, env=env)
+                                      capture_output=True, text=True, timeout=600)
                 if proc.returncode != 0:
                     print(proc.stderr[-2000:], file=sys.stderr)
                     return 1
