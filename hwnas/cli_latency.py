@@ -124,15 +124,15 @@ def cmd_measure(args) -> int:
 
 
 def _measure_anchored(args, spec, cfg) -> int:
-    from latency.anchored import anchor_reference, measure_anchored_one
+    from latency.anchored import measure_anchored_one
     from search_spaces.export import export_onnx
 
     if args.precision != "fp32":
         raise ValueError("--anchor measures fp32 networks; leave out --precision int8")
     anchor = _spec(argparse.Namespace(arch=args.anchor, resolution=spec.resolution, in_channels=spec.in_channels,
                                       num_classes=spec.num_classes))
-    ref = anchor_reference(anchor, cfg, remeasure=args.remeasure_anchor)
-    m = measure_anchored_one(export_onnx(spec), anchor, cfg, ref)
+    m = measure_anchored_one(export_onnx(spec), anchor, cfg, remeasure=args.remeasure_anchor)
+    ref = m.reference
     if args.json:
         _print_json({**m.to_dict(), "arch": spec.name or args.arch, "arch_id": spec.arch_id,
                      "resolution": spec.resolution, "in_channels": spec.in_channels, "num_classes": spec.num_classes})

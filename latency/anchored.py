@@ -6,10 +6,12 @@ Twenty ``nas latency measure`` runs of MobileNetV3-Large in fresh processes had 
 1.9–2.7 %, and one run's interval — built from that run's own sessions — contained only 16–59 % of the
 other runs' medians (README, "Measured results"; ``experiments/bench_interval.py``). No interval computed
 inside one run can see that wander. The ratio of two networks timed in alternating bursts can: both sides
-see the same moments, so the wander cancels (a paired ratio's CV over runs was 0.34 %). Scaling the ratio
-by one stored reference latency gives a number that repeats from run to run; the reference's own
-uncertainty is a systematic error shared by every anchored number of this device, and the interval
-carries it.
+see the same moments, so the wander cancels — when the anchor resembles the measured network (with a
+×0.75 version of V3-Large as its anchor, V3-Large's anchored CV over runs was 1.0 % where plain runs in the
+same minutes had 10.9 %; with V3-Small, 3× faster, 4.3 %: a slow host slows the larger network more).
+Scaling the ratio by one stored reference latency gives a number that repeats from run to run; the
+reference's own uncertainty is a systematic error shared by every anchored number of this device, and
+the interval carries it.
 
 The reference (:class:`AnchorReference`) is measured the first time an anchor is used on a device
 fingerprint (:func:`latency.measure.measure_onnx`, all its sessions) and kept as a small JSON file under
@@ -91,9 +93,11 @@ def reference_path(anchor: ArchSpec, cfg: MeasureConfig) -> Path:
     return cache_dir() / "anchors" / f"{cfg.fingerprint().key}-{anchor.arch_id}.json"
 
 
-def anchor_reference(anchor: ArchSpec, cfg: MeasureConfig, *, remeasure: bool = False) -> AnchorReference:
+def anchor_reference(anchor: ArchSpec, cfg: MeasureConfig, *, remeasure: bool = False,
+                     onnx: bytes | None = None) -> AnchorReference:
     """The stored reference of ``anchor`` on this device fingerprint, measured and stored first if there is
-    none (or ``remeasure``). A file that cannot be read is an error, never silently replaced."""
+    none (or ``remeasure``; ``onnx``: the anchor already exported). A file that cannot be read is an error,
+    never silently replaced."""
     path = reference_path(anchor, cfg)
     if path.exists() and not remeasure:
         try:
@@ -101,7 +105,7 @@ def anchor_reference(anchor: ArchSpec, cfg: MeasureConfig, *, remeasure: bool = 
         except (ValueError, TypeError) as e:
             raise LatencyError(f"anchor reference {path} is unreadable ({e}); remeasure it "
                                "(nas latency measure ... --anchor NAME --remeasure-anchor) or delete the file") from e
-    m = measure_onnx(export_onnx(anchor), cfg)
+    m = measure_onnx(onnx or export_onnx(anchor), cfg)
     ref = AnchorReference(anchor=anchor.name or anchor.arch_id, arch_id=anchor.arch_id, resolution=anchor.resolution,
                           fingerprint_key=cfg.fingerprint().key, median_ms=m.median_ms, ci_low_ms=m.ci_low_ms,
                           ci_high_ms=m.ci_high_ms, ci_confidence=m.ci_confidence, sessions=m.sessions,
@@ -111,12 +115,14 @@ def anchor_reference(anchor: ArchSpec, cfg: MeasureConfig, *, remeasure: bool = 
     return ref
 
 
-def measure_anchored_one(model: bytes | str | Path, anchor: ArchSpec, cfg: MeasureConfig,
-                         reference: AnchorReference | None = None) -> AnchoredMeasurement:
+def measure_anchored_one(model: bytes | str | Path, anchor: ArchSpec, cfg: MeasureConfig, *,
+                         remeasure: bool = False) -> AnchoredMeasurement:
     """``model`` (ONNX) timed interleaved with ``anchor`` (:func:`latency.measure.measure_pair`), its ratio
-    scaled by the anchor's reference latency on this device (:func:`anchor_reference` unless given)."""
-    ref = reference or anchor_reference(anchor, cfg)
-    paired = measure_pair(model, export_onnx(anchor), cfg)
+    scaled by the anchor's reference latency on this device (:func:`anchor_reference`; ``remeasure`` renews
+    it). The anchor is exported once for both."""
+    anchor_onnx = export_onnx(anchor)
+    ref = anchor_reference(anchor, cfg, remeasure=remeasure, onnx=anchor_onnx)
+    paired = measure_pair(model, anchor_onnx, cfg)
     r, a = paired.ratio, ref.median_ms
     r_low, r_high = (r - paired.ratio_ci_low) / r, (paired.ratio_ci_high - r) / r
     value = r * a
